@@ -1,0 +1,41 @@
+# Two commands a new user needs: `make train` and `make test`. Both create .venv once
+# and reuse it; pip's cache makes a reinstall fast.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= configs/fashion.yaml
+
+# Offline machines that keep the datasets beside the checkout (see README) use them.
+ifeq ($(origin MLPTRAIN_DATA_SOURCE), undefined)
+ifneq ($(wildcard ../shared/datasets),)
+export MLPTRAIN_DATA_SOURCE := ../shared/datasets
+endif
+endif
+
+.PHONY: install train test lint format clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/mlp-train --config $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean-venv:
+	rm -rf $(VENV)

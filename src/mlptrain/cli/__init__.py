@@ -1,0 +1,1 @@
+"""Command-line entry points; only this package wires the modules together."""

@@ -1,0 +1,97 @@
+"""`mlp-eval`: rebuild a model from its checkpoint alone and evaluate it on a split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mlptrain.cli.common import run_command, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlp-eval",
+        description="Evaluate a checkpoint written by mlp-train (no config file needed).",
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a best.pt or last.pt")
+    parser.add_argument("--split", choices=("test", "val"), default="test")
+    parser.add_argument("--data-source", metavar="DIR", help="folder holding the four IDX files")
+    parser.add_argument("--data-root", metavar="DIR", help="dataset folder (default: the run's)")
+    parser.add_argument("--out", metavar="DIR", help="where to write results (default: beside it)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--batch-size", type=int, default=1000, metavar="N")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command("mlp-eval", lambda: evaluate_checkpoint(args))
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> int:
+    from mlptrain.checkpoint import load_checkpoint, model_from_checkpoint
+    from mlptrain.config import validate
+    from mlptrain.datasets import load_splits
+    from mlptrain.errors import UsageError
+    from mlptrain.metrics import format_report, summarize
+    from mlptrain.rundir import write_evaluation
+    from mlptrain.runtime import resolve_device
+    from mlptrain.trainer import evaluate
+
+    log = setup_logging()
+    if args.json:  # stdout carries the JSON object alone
+        log.handlers[0].setStream(sys.stderr)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    path = Path(args.checkpoint)
+    checkpoint = load_checkpoint(path)
+    document = dict(checkpoint["config"])
+    data = dict(document.get("data") or {})
+    if args.data_source is not None:
+        data["source"] = args.data_source
+    if args.data_root is not None:
+        data["root"] = args.data_root
+    config = validate({**document, "data": data}, f"config stored in {path}")
+    device = resolve_device(args.device)
+    splits = load_splits(config.data, config.seed, device)
+    split = splits.test if args.split == "test" else splits.val
+    if split is None:
+        raise UsageError(f"{path} was trained with data.val_fraction 0: there is no val split")
+    model = model_from_checkpoint(checkpoint, str(path)).to(device)
+    result = evaluate(model, split, args.batch_size)
+    summary = summarize(
+        result,
+        list(checkpoint["class_names"]),
+        split=args.split,
+        checkpoint=str(path),
+        epoch=checkpoint.get("epoch"),
+        dataset=config.data.dataset,
+    )
+    out = Path(args.out) if args.out else path.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_evaluation(
+            out,
+            f"eval_{args.split}_metrics.json",
+            f"eval_{args.split}_confusion_matrix.csv",
+            summary,
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot write results into {out}: {exc.strerror}") from None
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(format_report(summary))
+        print(
+            f"{args.split} accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
+            f"({result.n:,} images, {path}, epoch {checkpoint.get('epoch')})"
+        )
+        print(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

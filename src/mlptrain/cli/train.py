@@ -1,0 +1,64 @@
+"""`mlp-train`: config -> data -> model -> fit -> test of best.pt -> run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mlptrain.cli.common import run_command, setup_logging
+from mlptrain.config import config_to_yaml, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlp-train",
+        description="Train an MLP on MNIST or Fashion-MNIST from a YAML config.",
+        epilog="example: mlp-train --config configs/mnist.yaml --set optimizer.lr=0.01 "
+        "--set model.hidden=[256,128] --name lr-test",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config (default: all defaults)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key by dotted path; VALUE is YAML (repeatable)",
+    )
+    parser.add_argument("--name", help="run name prefix (the config's `name`)")
+    parser.add_argument(
+        "--data-source", metavar="DIR", help="folder holding the four IDX files (offline import)"
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        settings: dict[str, Any] = {}
+        if args.name is not None:
+            settings["name"] = args.name
+        if args.data_source is not None:
+            settings["data.source"] = args.data_source
+        config = load_config(args.config, args.overrides, settings)
+        if args.print_config:
+            sys.stdout.write(config_to_yaml(config))
+            return 0
+        # Imported only now, so that --help and config errors never wait for torch.
+        from mlptrain.cli.training_run import train
+
+        show_bar = not args.quiet and sys.stderr.isatty()
+        train(config, setup_logging(), show_bar=show_bar)
+        return 0
+
+    return run_command("mlp-train", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

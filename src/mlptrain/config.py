@@ -1,0 +1,327 @@
+"""The config schema, YAML loading, dotted `--set` overrides and readable errors.
+
+Imports only the standard library, yaml and pydantic, so that a bad config is
+reported before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlptrain.errors import UsageError
+
+DATASETS = ("mnist", "fashion_mnist")
+ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+OPTIMIZERS_WITH_MOMENTUM = ("sgd", "rmsprop")
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors (typos must not be ignored); a loaded config never changes.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubsetConfig(_Section):
+    train: int | None = Field(None, ge=1, description="images taken from the training set")
+    test: int | None = Field(None, ge=1, description="images taken from the test set")
+
+
+class DataConfig(_Section):
+    dataset: Literal[DATASETS] = "fashion_mnist"
+    root: str = "data"
+    source: str | None = None
+    verify: bool = True
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    subset: SubsetConfig | None = None
+
+
+class ModelConfig(_Section):
+    hidden: list[int] = Field(default_factory=lambda: [256, 128])
+    activation: Literal[ACTIVATIONS] = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = False
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> ModelConfig:
+        bad = [width for width in self.hidden if width < 1]
+        if bad:
+            raise ValueError(f"hidden layer widths must be at least 1, got {bad}")
+        return self
+
+
+class OptimizerConfig(_Section):
+    name: Literal[OPTIMIZERS] = "adam"
+    lr: float = Field(0.001, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _momentum_only_where_used(self) -> OptimizerConfig:
+        if self.momentum and self.name not in OPTIMIZERS_WITH_MOMENTUM:
+            raise ValueError(
+                f"momentum is used by {' and '.join(OPTIMIZERS_WITH_MOMENTUM)} only, "
+                f"not by {self.name}; remove it or choose another optimizer"
+            )
+        return self
+
+
+class TrainingConfig(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(1000, ge=1)
+
+
+class OutputConfig(_Section):
+    runs_dir: str = "runs"
+
+
+class Config(_Section):
+    name: str = Field("mlp", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    seed: int = Field(42, ge=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+# --- YAML -------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a number and refuses duplicate keys."""
+
+
+# PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string; users mean a number.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, origin: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UsageError(f"{origin}: malformed YAML{where}: {problem}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a plain dict (not yet validated)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"config path is a folder, not a file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from None
+    document = _parse_yaml(text, str(path))
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise UsageError(
+            f"{path}: the top level must be a mapping of keys (name:, data:, model:, ...), "
+            f"not a {type(document).__name__}"
+        )
+    return document
+
+
+# --- overrides --------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=VALUE` into its key path and its YAML-parsed value."""
+    key, sep, raw_value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"--set expects KEY=VALUE (e.g. optimizer.lr=0.01), got {text!r}")
+    parts = key.split(".")
+    if any(not part for part in parts):
+        raise UsageError(f"--set {text!r}: the key {key!r} has an empty part")
+    value = _parse_yaml(raw_value, f"--set {text!r}") if raw_value.strip() else None
+    return parts, value
+
+
+def apply_overrides(document: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of `document` with every `KEY=VALUE` override applied in order."""
+    result = _deep_copy(document)
+    for text in overrides:
+        parts, value = parse_override(text)
+        set_key(result, parts, value, f"--set {text!r}")
+    return result
+
+
+def set_key(document: dict[str, Any], parts: Sequence[str], value: Any, origin: str) -> None:
+    """Set a dotted key in a plain config dict, creating missing sections."""
+    node = document
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise UsageError(f"{origin}: {'.'.join(parts[: depth + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _deep_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(item) for item in value]
+    return value
+
+
+# --- validation and error messages -----------------------------------------------------
+
+
+def validate(document: dict[str, Any], origin: str = "config") -> Config:
+    """Validate a plain dict against the schema; raise UsageError listing every problem."""
+    try:
+        return Config.model_validate(document)
+    except ValidationError as exc:
+        lines = _describe_errors(exc.errors())
+        raise UsageError(
+            f"invalid {origin}:\n" + "\n".join(f"  - {line}" for line in lines)
+        ) from None
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Sequence[str] = (),
+    settings: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read a config file (or start from the defaults), apply overrides, validate.
+
+    `overrides` are `KEY=VALUE` strings (values parsed as YAML); `settings` maps dotted
+    keys to values already parsed (from dedicated flags such as --name), applied last.
+    """
+    document = read_config_file(path) if path is not None else {}
+    document = apply_overrides(document, overrides)
+    for key, value in (settings or {}).items():
+        set_key(document, key.split("."), value, "command line")
+    origin = f"config {path}" if path is not None else "config"
+    if overrides or settings:
+        origin += " with command-line overrides"
+    return validate(document, origin)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style sections with short lists on one line (`hidden: [256, 128]`)."""
+
+
+_Dumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, True)
+)
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.dump(config_to_dict(config), Dumper=_Dumper, sort_keys=False)
+
+
+def all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, sections included (`data`, `data.subset.train`...)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        dotted = prefix + name
+        keys.append(dotted)
+        section = _section_type(field.annotation)
+        if section is not None:
+            keys.extend(all_keys(section, dotted + "."))
+    return keys
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    candidates = get_args(annotation) if get_origin(annotation) in (Union, _UnionType) else ()
+    for candidate in (annotation, *candidates):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+_UnionType = type(int | None)
+
+
+def _describe_errors(errors: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for error in errors:
+        key = ".".join(str(part) for part in error["loc"]) or "config"
+        line = _describe_error(key, error)
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def _describe_error(key: str, error: dict[str, Any]) -> str:
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key {key!r}{_did_you_mean(key, all_keys())}"
+    if kind == "literal_error":
+        allowed = re.findall(r"'([^']*)'", error["ctx"]["expected"])
+        hint = _did_you_mean(str(given), allowed)
+        return f"{key}: {given!r} is not one of: {', '.join(allowed)}{hint}"
+    if kind == "string_pattern_mismatch":
+        return f"{key}: {given!r} is not allowed here ({_PATTERN_HINTS.get(key, 'bad format')})"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    message = message.replace("Input should be", "must be")
+    if kind in ("model_type", "dict_type") and isinstance(given, (str, int, float, bool)):
+        return f"{key} is a section of keys, not a value (got {given!r})"
+    if kind == "value_error":  # from a model validator: the message names the values
+        return f"{key}: {message}"
+    return f"{key}: {message} (got {given!r})"
+
+
+_PATTERN_HINTS = {
+    "name": "letters, digits, '.', '_' and '-', starting with a letter or digit",
+    "device": "use auto, cpu, cuda or cuda:N",
+}
+
+
+def _did_you_mean(given: str, choices: Sequence[str]) -> str:
+    match = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
+    if not match:
+        # A key put in the wrong section: `lr` -> `optimizer.lr`.
+        last = given.rsplit(".", 1)[-1]
+        match = [choice for choice in choices if choice.rsplit(".", 1)[-1] == last][:1]
+    return f" (did you mean {match[0]!r}?)" if match else ""

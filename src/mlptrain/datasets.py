@@ -1,0 +1,340 @@
+"""Datasets: the registry, offline import with checksums, download, IDX parsing, splits, batches.
+
+Each split lives as one uint8 tensor on the training device; batches are slices of
+it, so the hot loop never touches Python per sample.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mlptrain.config import DataConfig
+from mlptrain.errors import UsageError
+from mlptrain.fsutil import atomic_write_bytes
+
+log = logging.getLogger("mlptrain")
+
+SOURCE_ENV = "MLPTRAIN_DATA_SOURCE"
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+IMAGE_SIZE = (28, 28)
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str  # the config's name
+    title: str  # for people
+    folder: str  # torchvision's folder (and class) name: data.root/<folder>/raw/
+    source_subfolders: tuple[str, ...]  # where a source folder may keep the files
+    system_dirs: tuple[str, ...]  # where OS packages install the files
+    class_names: tuple[str, ...]
+    md5: dict[str, str]  # published MD5 of each uncompressed file
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        title="MNIST",
+        folder="MNIST",
+        source_subfolders=("mnist", "MNIST", "MNIST/raw"),
+        system_dirs=("/usr/share/datasets/mnist",),
+        class_names=tuple(str(digit) for digit in range(10)),
+        md5={
+            TRAIN_IMAGES: "6bbc9ace898e44ae57da46a324031adb",
+            TRAIN_LABELS: "a25bea736e30d166cdddb491f175f624",
+            TEST_IMAGES: "2646ac647ad5339dbf082846283269ea",
+            TEST_LABELS: "27ae3e4e09519cfbb04c329615203637",
+        },
+    ),
+    "fashion_mnist": DatasetInfo(
+        name="fashion_mnist",
+        title="Fashion-MNIST",
+        folder="FashionMNIST",
+        source_subfolders=("fashion-mnist", "fashion_mnist", "FashionMNIST", "FashionMNIST/raw"),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        class_names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        md5={
+            TRAIN_IMAGES: "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            TRAIN_LABELS: "9018921c3c673c538a1fc5bad174d6f9",
+            TEST_IMAGES: "8181f5470baa50b63fa0f6fddb340f0a",
+            TEST_LABELS: "15d484375f8d13e6eb1aabb0c3f46965",
+        },
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8, N x 28 x 28
+    labels: torch.Tensor  # int64, N
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    info: DatasetInfo
+    train: Split
+    val: Split | None  # None when val_fraction is 0
+    test: Split
+
+
+# --- finding the files ------------------------------------------------------------------
+
+
+def prepare_files(info: DatasetInfo, data: DataConfig) -> Path:
+    """Make sure data.root/<folder>/raw holds the four uncompressed files; return that folder.
+
+    Order: files already there; the given source (data.source or $MLPTRAIN_DATA_SOURCE);
+    an OS package's folder; torchvision's download.
+    """
+    raw = Path(data.root) / info.folder / "raw"
+    missing = [name for name in FILES if not (raw / name).is_file()]
+    if not missing:
+        return raw
+    source = data.source or os.environ.get(SOURCE_ENV) or None
+    if source is not None:
+        _import_files(info, _find_source_folder(info, Path(source)), raw, missing, data.verify)
+        return raw
+    for system_dir in map(Path, info.system_dirs):
+        if all(_compressed_or_plain(system_dir, name) for name in missing):
+            _import_files(info, system_dir, raw, missing, data.verify)
+            return raw
+    _download(info, Path(data.root), raw)
+    return raw
+
+
+def _compressed_or_plain(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _find_source_folder(info: DatasetInfo, source: Path) -> Path:
+    if not source.is_dir():
+        raise UsageError(
+            f"data source {source} is not a folder; it should hold the {info.title} files "
+            f"({', '.join(FILES)}, optionally .gz)"
+        )
+    candidates = [source, *(source / sub for sub in info.source_subfolders)]
+    for folder in candidates:
+        if all(_compressed_or_plain(folder, name) for name in FILES):
+            return folder
+    looked = ", ".join(str(folder) for folder in candidates)
+    raise UsageError(
+        f"no {info.title} files in the data source: looked for {', '.join(FILES)} "
+        f"(optionally .gz) in {looked}"
+    )
+
+
+def _import_files(
+    info: DatasetInfo, folder: Path, raw: Path, names: list[str], verify: bool
+) -> None:
+    _make_writable_folder(raw)
+    for name in names:
+        path = _compressed_or_plain(folder, name)
+        if path is None:
+            raise UsageError(f"{folder} has no {name} or {name}.gz")
+        content = _read_maybe_gzip(path)
+        if verify:
+            _check_md5(info, name, content, path)
+        atomic_write_bytes(raw / name, content)
+    log.info("imported %s from %s into %s", info.title, folder, raw)
+
+
+def _read_maybe_gzip(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UsageError(
+            f"cannot read {path}: {exc} (is the file damaged or incomplete?)"
+        ) from None
+
+
+def _check_md5(info: DatasetInfo, name: str, content: bytes, path: Path) -> None:
+    digest = hashlib.md5(content, usedforsecurity=False).hexdigest()
+    if digest != info.md5[name]:
+        raise UsageError(
+            f"checksum mismatch for {path}: the uncompressed file's MD5 is {digest}, the "
+            f"published {info.title} {name} has {info.md5[name]}. The file is damaged, "
+            "truncated or from another dataset; replace it (or set data.verify: false to "
+            "use a deliberately modified dataset)"
+        )
+
+
+def _make_writable_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the data folder {folder}: {exc.strerror}; set data.root to a "
+            "folder you can write"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise UsageError(
+            f"the data folder {folder} is not writable; set data.root to a folder you can write"
+        )
+
+
+def _download(info: DatasetInfo, root: Path, raw: Path) -> None:
+    from torchvision import datasets as tv_datasets  # heavy, and only needed here
+
+    _make_writable_folder(raw)
+    log.info("downloading %s into %s ...", info.title, raw)
+    try:
+        getattr(tv_datasets, info.folder)(root=str(root), train=True, download=True)
+    except Exception as exc:  # any network or server failure means the same to the user
+        raise UsageError(
+            f"{info.title} is not in {raw} and could not be downloaded ({exc}).\n"
+            f"On a machine without internet access, put the four files ({', '.join(FILES)}, "
+            "optionally .gz) in a folder and name it with --data-source DIR, data.source in "
+            f"the config, or the environment variable {SOURCE_ENV}=DIR"
+        ) from None
+
+
+# --- reading IDX files -------------------------------------------------------------------
+
+
+def read_idx(path: Path, expected_dims: int, md5: str | None = None) -> torch.Tensor:
+    """Parse an uncompressed IDX file of unsigned bytes into a uint8 tensor."""
+    content = path.read_bytes()
+    if md5 is not None and hashlib.md5(content, usedforsecurity=False).hexdigest() != md5:
+        raise UsageError(
+            f"checksum mismatch for {path}: it differs from the published file. Delete it to "
+            "import it again, or set data.verify: false to use a deliberately modified dataset"
+        )
+    if len(content) < 4 or content[0:3] != b"\x00\x00\x08" or content[3] != expected_dims:
+        raise UsageError(
+            f"{path} is not an IDX file of {expected_dims}-dimensional unsigned bytes "
+            f"(its first bytes are {content[:4].hex() or 'missing'})"
+        )
+    header_size = 4 + 4 * expected_dims
+    if len(content) < header_size:
+        raise UsageError(f"{path} is truncated: its header is incomplete")
+    dims = [int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(expected_dims)]
+    count = 1
+    for dim in dims:
+        count *= dim
+    if len(content) - header_size != count:
+        raise UsageError(
+            f"{path} has {len(content) - header_size} bytes of data, but its header "
+            f"({' x '.join(map(str, dims))}) needs {count}: the file is truncated or damaged"
+        )
+    return torch.frombuffer(bytearray(content[header_size:]), dtype=torch.uint8).view(*dims)
+
+
+def _read_pair(info: DatasetInfo, raw: Path, images: str, labels: str, verify: bool) -> Split:
+    image_tensor = read_idx(raw / images, 3, info.md5[images] if verify else None)
+    label_tensor = read_idx(raw / labels, 1, info.md5[labels] if verify else None)
+    if tuple(image_tensor.shape[1:]) != IMAGE_SIZE:
+        raise UsageError(
+            f"{raw / images} holds images of {tuple(image_tensor.shape[1:])}, not 28x28"
+        )
+    if image_tensor.shape[0] != label_tensor.shape[0]:
+        raise UsageError(
+            f"{raw / images} has {image_tensor.shape[0]} images but {raw / labels} has "
+            f"{label_tensor.shape[0]} labels"
+        )
+    if label_tensor.numel() and int(label_tensor.max()) >= NUM_CLASSES:
+        raise UsageError(f"{raw / labels} has labels outside 0-{NUM_CLASSES - 1}")
+    return Split(image_tensor, label_tensor.long())
+
+
+# --- splits -------------------------------------------------------------------------------
+
+
+def load_splits(data: DataConfig, seed: int, device: torch.device) -> DataSplits:
+    """Load the dataset named by the config: train/val carved by the seed, subsets applied."""
+    info = DATASETS[data.dataset]
+    if not data.verify:
+        log.warning("warning: data.verify is false; the dataset's checksums are not checked")
+    raw = prepare_files(info, data)
+    full_train = _read_pair(info, raw, TRAIN_IMAGES, TRAIN_LABELS, data.verify)
+    test = _read_pair(info, raw, TEST_IMAGES, TEST_LABELS, data.verify)
+    subset = data.subset
+    train_indices, val_indices = split_indices(
+        len(full_train), data.val_fraction, subset.train if subset else None, seed
+    )
+    if subset and subset.test:
+        if subset.test > len(test):
+            raise UsageError(f"data.subset.test is {subset.test}, but the test set has {len(test)}")
+        test = Split(test.images[: subset.test], test.labels[: subset.test])
+    val = None
+    if len(val_indices):
+        val = Split(full_train.images[val_indices], full_train.labels[val_indices]).to(device)
+    train = Split(full_train.images[train_indices], full_train.labels[train_indices])
+    return DataSplits(info, train.to(device), val, test.to(device))
+
+
+def split_indices(
+    total: int, val_fraction: float, subset: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded, disjoint train and validation indices into the official training set."""
+    if subset is not None and subset > total:
+        raise UsageError(f"data.subset.train is {subset}, but the training set has {total}")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    if subset is not None:
+        order = order[:subset]
+    val_count = round(len(order) * val_fraction)
+    if val_fraction > 0:
+        val_count = max(val_count, 1)
+    if val_count >= len(order):
+        raise UsageError(
+            f"data.val_fraction {val_fraction} of {len(order)} training images leaves none to "
+            "train on; lower it or use more images"
+        )
+    return order[val_count:].sort().values, order[:val_count].sort().values
+
+
+def pixel_stats(split: Split) -> tuple[float, float]:
+    """Mean and standard deviation of the split's pixels, on the 0-1 scale, computed exactly."""
+    counts = torch.bincount(split.images.flatten(), minlength=256).double()
+    values = torch.arange(256, dtype=torch.float64, device=counts.device) / 255.0
+    total = counts.sum()
+    mean = (counts * values).sum() / total
+    variance = (counts * (values - mean) ** 2).sum() / total
+    return float(mean), float(variance.sqrt())
+
+
+def batches(
+    split: Split, batch_size: int, order: torch.Tensor | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches in `order` (a permutation on the split's device), or in file order."""
+    for start in range(0, len(split), batch_size):
+        if order is None:
+            yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
+        else:
+            index = order[start : start + batch_size]
+            yield split.images[index], split.labels[index]

@@ -1,0 +1,11 @@
+"""The one error type for user mistakes: the CLI prints its message and exits with status 2."""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (bad config, missing file, wrong device...).
+
+    The message is written for the user: it names the bad value and the fix.
+    Bugs raise ordinary exceptions instead, so they keep their tracebacks.
+    """

@@ -1,0 +1,41 @@
+"""Evaluation summaries: accuracy, loss, per-class report and confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlptrain.trainer import EvalResult
+
+
+def summarize(result: EvalResult, class_names: list[str], **context: Any) -> dict[str, Any]:
+    """A JSON-ready summary: `context` (split, checkpoint...) first, then the numbers."""
+    from sklearn.metrics import classification_report, confusion_matrix  # slow import
+
+    labels = list(range(len(class_names)))
+    y_true, y_pred = result.labels.numpy(), result.predictions.numpy()
+    report = classification_report(
+        y_true, y_pred, labels=labels, target_names=class_names, output_dict=True, zero_division=0
+    )
+    return {
+        **context,
+        "n": result.n,
+        "loss": result.loss,
+        "accuracy": result.accuracy,
+        "class_names": list(class_names),
+        "report": report,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def format_report(summary: dict[str, Any]) -> str:
+    """The per-class table as text, for terminals and logs."""
+    report = summary["report"]
+    width = max(len(name) for name in [*summary["class_names"], "weighted avg"])
+    lines = [f"{'':<{width}}  precision  recall  f1-score  support"]
+    for name in [*summary["class_names"], "macro avg", "weighted avg"]:
+        row = report[name]
+        lines.append(
+            f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  "
+            f"{row['f1-score']:8.4f}  {int(row['support']):7d}"
+        )
+    return "\n".join(lines)

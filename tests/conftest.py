@@ -1,0 +1,104 @@
+"""Shared fixtures: tiny synthetic IDX datasets (real file format) and small configs."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Read before the autouse fixture below hides it from the code under test.
+_AMBIENT_SOURCE = os.environ.get("MLPTRAIN_DATA_SOURCE")
+TRAIN_COUNT, TEST_COUNT = 500, 200
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    """Write `array` (uint8) as an IDX file, gzip-compressed unless told otherwise."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    content = header + array.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(content))
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Noise plus a bright bar whose row depends on the class: easy, but not trivial."""
+    images = rng.integers(0, 90, size=(len(labels), 28, 28))
+    for index, label in enumerate(labels):
+        row = 2 + 2 * int(label)
+        images[index, row : row + 2, 4:24] = rng.integers(150, 256, size=(2, 20))
+    return images.astype(np.uint8)
+
+
+def write_dataset(folder: Path, seed: int = 0, compress: bool = True) -> Path:
+    rng = np.random.default_rng(seed)
+    for prefix, count in (("train", TRAIN_COUNT), ("t10k", TEST_COUNT)):
+        labels = rng.integers(0, 10, size=count).astype(np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", synthetic_images(labels, rng), compress)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, compress)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_data_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests say where data comes from; CI's MLPTRAIN_DATA_SOURCE must not leak into them.
+    monkeypatch.delenv("MLPTRAIN_DATA_SOURCE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A source folder laid out like ../shared/datasets, with synthetic files."""
+    root = tmp_path_factory.mktemp("source")
+    write_dataset(root / "mnist", seed=1)
+    write_dataset(root / "fashion-mnist", seed=2)
+    return root
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, synthetic_source: Path) -> dict:
+    """A config document that trains in about a second on the synthetic data."""
+    return {
+        "name": "tiny",
+        "seed": 3,
+        "device": "cpu",
+        "data": {
+            "dataset": "fashion_mnist",
+            "root": str(tmp_path / "data"),
+            "source": str(synthetic_source),
+            "verify": False,  # synthetic files cannot match the published checksums
+        },
+        "model": {"hidden": [32]},
+        "training": {"epochs": 3, "batch_size": 32, "eval_batch_size": 64},
+        "output": {"runs_dir": str(tmp_path / "runs")},
+    }
+
+
+def real_data_source() -> Path | None:
+    """The real datasets, if this machine has them (CI keeps them beside the checkout)."""
+    for candidate in (_AMBIENT_SOURCE, REPO.parent / "shared" / "datasets"):
+        if candidate and (Path(candidate) / "mnist").is_dir():
+            return Path(candidate).resolve()
+    return None
+
+
+def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None):
+    """Run `python -m mlptrain.cli.<module>` as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", f"mlptrain.cli.{module}", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlptrain import checkpoint as checkpoint_module
+from mlptrain.checkpoint import (
+    FORMAT_VERSION,
+    build_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    unwrap,
+)
+from mlptrain.config import Config, config_to_dict
+from mlptrain.errors import UsageError
+from mlptrain.model import MLP, ModelSpec
+
+
+def make_checkpoint(epoch: int = 1) -> tuple[MLP, dict]:
+    model = MLP(ModelSpec(hidden=(8,), batch_norm=True, mean=0.2, std=0.3))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)).sum().backward()
+    optimizer.step()
+    checkpoint = build_checkpoint(
+        model=model,
+        optimizer=optimizer,
+        epoch=epoch,
+        config=config_to_dict(Config()),
+        class_names=[str(i) for i in range(10)],
+        metrics=[{"epoch": 1, "val_accuracy": 0.5}],
+    )
+    return model, checkpoint
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path: Path):
+    model, checkpoint = make_checkpoint()
+    save_checkpoint(tmp_path / "best.pt", checkpoint)
+    loaded = load_checkpoint(tmp_path / "best.pt")
+    rebuilt = model_from_checkpoint(loaded).eval()
+    pixels = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    assert torch.equal(rebuilt(pixels), model.eval()(pixels))
+    assert loaded["normalization"] == {"mean": 0.2, "std": 0.3}
+    assert loaded["format_version"] == FORMAT_VERSION
+    assert loaded["optimizer_state"]["state"]  # Adam's moments survive
+    assert loaded["metrics"] == [{"epoch": 1, "val_accuracy": 0.5}]
+
+
+def test_checkpoint_is_plain_data(tmp_path: Path):
+    _, checkpoint = make_checkpoint()
+    save_checkpoint(tmp_path / "c.pt", checkpoint)
+    # weights_only=True refuses anything but tensors and primitives.
+    torch.load(tmp_path / "c.pt", weights_only=True)
+
+
+def test_compiled_wrapper_is_unwrapped():
+    model = MLP(ModelSpec(hidden=(4,)))
+
+    class Compiled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._orig_mod = model
+
+    assert unwrap(Compiled()) is model
+    assert unwrap(model) is model
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch):
+    _, first = make_checkpoint(epoch=1)
+    save_checkpoint(tmp_path / "best.pt", first)
+
+    def broken_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", broken_save)
+    _, second = make_checkpoint(epoch=2)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "best.pt", second)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+    assert [path.name for path in tmp_path.iterdir()] == ["best.pt"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "not a readable mlptrain checkpoint"),
+        (b"hello, not a checkpoint", "not a readable mlptrain checkpoint"),
+    ],
+)
+def test_foreign_files_are_refused(tmp_path: Path, content: bytes, message: str):
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=message):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint(tmp_path: Path):
+    _, checkpoint = make_checkpoint()
+    save_checkpoint(tmp_path / "c.pt", checkpoint)
+    data = (tmp_path / "c.pt").read_bytes()
+    (tmp_path / "c.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError, match="truncated"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_pickled_objects_are_never_executed(tmp_path: Path):
+    marker = tmp_path / "executed"
+
+    class Payload:  # unpickling this would create `marker`
+        def __reduce__(self):
+            return (marker.touch, ())
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "payload": Payload()}, path)
+    with pytest.raises(UsageError, match="Python objects other than tensors"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_other_torch_files_and_newer_formats(tmp_path: Path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(UsageError, match="not an mlptrain checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    _, checkpoint = make_checkpoint()
+    save_checkpoint(tmp_path / "new.pt", {**checkpoint, "format_version": FORMAT_VERSION + 1})
+    with pytest.raises(UsageError, match="newer than this mlptrain"):
+        load_checkpoint(tmp_path / "new.pt")
+
+
+def test_missing_checkpoint_and_folder(tmp_path: Path):
+    with pytest.raises(UsageError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(UsageError, match="is a folder"):
+        load_checkpoint(tmp_path)
