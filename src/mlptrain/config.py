@@ -72,10 +72,15 @@ class OptimizerConfig(_Section):
         return self
 
 
+AMP_MODES = ("none", "bf16")
+
+
 class TrainingConfig(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(1000, ge=1)
+    amp: Literal[AMP_MODES] = "none"  # bf16 autocast, CUDA only
+    compile: bool = False  # torch.compile the model
 
 
 class OutputConfig(_Section):

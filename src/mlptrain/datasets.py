@@ -216,8 +216,10 @@ def _download(info: DatasetInfo, root: Path, raw: Path) -> None:
     try:
         getattr(tv_datasets, info.folder)(root=str(root), train=True, download=True)
     except Exception as exc:  # any network or server failure means the same to the user
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__
         raise UsageError(
-            f"{info.title} is not in {raw} and could not be downloaded ({exc}).\n"
+            f"{info.title} is not in {raw} and could not be downloaded ({reason}).\n"
             f"On a machine without internet access, put the four files ({', '.join(FILES)}, "
             "optionally .gz) in a folder and name it with --data-source DIR, data.source in "
             f"the config, or the environment variable {SOURCE_ENV}=DIR"
@@ -229,7 +231,7 @@ def _download(info: DatasetInfo, root: Path, raw: Path) -> None:
 
 def read_idx(path: Path, expected_dims: int, md5: str | None = None) -> torch.Tensor:
     """Parse an uncompressed IDX file of unsigned bytes into a uint8 tensor."""
-    content = path.read_bytes()
+    content = bytearray(path.read_bytes())  # writable, so the tensor can share it
     if md5 is not None and hashlib.md5(content, usedforsecurity=False).hexdigest() != md5:
         raise UsageError(
             f"checksum mismatch for {path}: it differs from the published file. Delete it to "
@@ -252,7 +254,9 @@ def read_idx(path: Path, expected_dims: int, md5: str | None = None) -> torch.Te
             f"{path} has {len(content) - header_size} bytes of data, but its header "
             f"({' x '.join(map(str, dims))}) needs {count}: the file is truncated or damaged"
         )
-    return torch.frombuffer(bytearray(content[header_size:]), dtype=torch.uint8).view(*dims)
+    if count == 0:
+        return torch.zeros(dims, dtype=torch.uint8)
+    return torch.frombuffer(content, dtype=torch.uint8, offset=header_size).view(*dims)
 
 
 def _read_pair(info: DatasetInfo, raw: Path, images: str, labels: str, verify: bool) -> Split:

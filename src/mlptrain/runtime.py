@@ -35,3 +35,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `training.amp`, or None for full precision."""
+    if mode == "none":
+        return None
+    if device.type != "cuda":
+        raise UsageError(
+            f"training.amp: {mode} runs on CUDA devices only, and this run is on {device}; "
+            "set training.amp: none (or train on a GPU)"
+        )
+    if not torch.cuda.is_bf16_supported():
+        raise UsageError(f"training.amp: {mode} is not supported by {torch.cuda.get_device_name()}")
+    return torch.bfloat16

@@ -7,6 +7,7 @@ accumulate on the device and are read once per epoch, so nothing synchronizes pe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,15 @@ class Hooks:
         pass
 
 
+def autocast(
+    device: torch.device, amp_dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass when asked for; a no-op otherwise."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -59,6 +69,7 @@ def train_one_epoch(
     batch_size: int,
     generator: torch.Generator,
     hooks: Hooks | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """One shuffled pass over `split`; returns mean loss, accuracy, seconds and samples/s."""
     hooks = hooks or Hooks()
@@ -72,8 +83,9 @@ def train_one_epoch(
     for images, labels in batches(split, batch_size, order):
         if len(labels) < 2 and seen:
             continue  # batch norm cannot train on one sample; a trailing single is dropped
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+        with autocast(device, amp_dtype):
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -92,13 +104,17 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, batch_size: int) -> EvalResult:
+def evaluate(
+    model: nn.Module, split: Split, batch_size: int, amp_dtype: torch.dtype | None = None
+) -> EvalResult:
     """Mean cross-entropy, accuracy and predictions of `model` on `split`."""
     model.eval()
-    loss_sum = torch.zeros((), device=split.labels.device)
+    device = split.labels.device
+    loss_sum = torch.zeros((), device=device)
     predictions = []
     for images, labels in batches(split, batch_size):
-        logits = model(images)
+        with autocast(device, amp_dtype):
+            logits = model(images)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         predictions.append(logits.argmax(dim=1))
     predicted = torch.cat(predictions).cpu()
@@ -121,6 +137,7 @@ def fit(
     eval_batch_size: int,
     seed: int,
     hooks: Hooks | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> FitResult:
     """Train for `epochs`, validating after each; the best epoch has the best val accuracy.
 
@@ -133,10 +150,12 @@ def fit(
         hooks.epoch_start(epoch, math.ceil(len(splits.train) / batch_size))
         start = time.perf_counter()
         record: dict[str, Any] = {"epoch": epoch, "lr": current_lr(optimizer)}
-        record.update(train_one_epoch(model, optimizer, splits.train, batch_size, generator, hooks))
+        record.update(
+            train_one_epoch(model, optimizer, splits.train, batch_size, generator, hooks, amp_dtype)
+        )
         val_accuracy = None
         if splits.val is not None:
-            val = evaluate(model, splits.val, eval_batch_size)
+            val = evaluate(model, splits.val, eval_batch_size, amp_dtype)
             record.update(val_loss=val.loss, val_accuracy=val.accuracy)
             val_accuracy = val.accuracy
         record["epoch_seconds"] = time.perf_counter() - start

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,7 +24,7 @@ from mlptrain.metrics import format_report, summarize
 from mlptrain.model import MLP, ModelSpec
 from mlptrain.optim import build_optimizer
 from mlptrain.rundir import RunDir, write_evaluation
-from mlptrain.runtime import resolve_device, seed_everything
+from mlptrain.runtime import resolve_amp, resolve_device, seed_everything
 from mlptrain.trainer import Hooks, evaluate, fit
 
 
@@ -116,9 +118,32 @@ def describe_data(splits: DataSplits, device: torch.device) -> str:
     )
 
 
-def train(config: Config, log: logging.Logger, show_bar: bool) -> RunDir:
+@dataclass(frozen=True)
+class TrainingOutcome:
+    run: RunDir
+    best_epoch: int
+    test_accuracy: float
+    fit_seconds: float  # all epochs: training, validation, checkpoints, metrics, logging
+    train_samples: int
+
+
+def describe_training(config: Config) -> str:
+    opt, training = config.optimizer, config.training
+    line = (
+        f"optimizer: {opt.name} lr {opt.lr:g}; {training.epochs} epochs, "
+        f"batch size {training.batch_size}"
+    )
+    if training.amp != "none":
+        line += f"; {training.amp} autocast"
+    if training.compile:
+        line += "; torch.compile"
+    return line
+
+
+def train(config: Config, log: logging.Logger, show_bar: bool) -> TrainingOutcome:
     """Train, keep best/last checkpoints, test best.pt; everything lands in a new run folder."""
     device = resolve_device(config.device)
+    amp_dtype = resolve_amp(config.training.amp, device)
     seed_everything(config.seed)
     splits = load_splits(config.data, config.seed, device)
     mean, std = pixel_stats(splits.train)
@@ -132,6 +157,8 @@ def train(config: Config, log: logging.Logger, show_bar: bool) -> RunDir:
     )
     model = MLP(spec).to(device)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
+    # The compiled wrapper shares the parameters; checkpoints save the plain module.
+    trained_model = torch.compile(model) if config.training.compile else model
 
     # Created only now, so a config or data error leaves no empty run folder behind.
     run = RunDir.create(config.output.runs_dir, config.name)
@@ -140,19 +167,13 @@ def train(config: Config, log: logging.Logger, show_bar: bool) -> RunDir:
     log.info("run folder: %s", run.path)
     log.info(describe_data(splits, device))
     log.info(describe_model(spec, model))
-    opt = config.optimizer
-    log.info(
-        "optimizer: %s lr %g; %d epochs, batch size %d",
-        opt.name,
-        opt.lr,
-        config.training.epochs,
-        config.training.batch_size,
-    )
+    log.info(describe_training(config))
 
     hooks = RunHooks(run, model, optimizer, config, splits.info.class_names, log, show_bar)
+    start = time.perf_counter()
     try:
         result = fit(
-            model,
+            trained_model,
             optimizer,
             splits,
             epochs=config.training.epochs,
@@ -160,6 +181,7 @@ def train(config: Config, log: logging.Logger, show_bar: bool) -> RunDir:
             eval_batch_size=config.training.eval_batch_size,
             seed=config.seed,
             hooks=hooks,
+            amp_dtype=amp_dtype,
         )
     except KeyboardInterrupt:
         if hooks.bar is not None:
@@ -169,8 +191,10 @@ def train(config: Config, log: logging.Logger, show_bar: bool) -> RunDir:
             "interrupted after %d complete epoch(s); %s keeps what they produced", done, run.path
         )
         raise
+    fit_seconds = time.perf_counter() - start
 
-    # The test split is touched once: by the best checkpoint, read back from disk.
+    # The test split is touched once: by the best checkpoint, read back from disk and
+    # evaluated in full precision, exactly as mlp-eval does.
     best_path = run.path / "best.pt"
     best_model = model_from_checkpoint(load_checkpoint(best_path), str(best_path)).to(device)
     test = evaluate(best_model, splits.test, config.training.eval_batch_size)
@@ -185,4 +209,4 @@ def train(config: Config, log: logging.Logger, show_bar: bool) -> RunDir:
     write_evaluation(run.path, "test_metrics.json", "confusion_matrix.csv", summary)
     log.info("test set, best.pt (epoch %d):\n%s", result.best_epoch, format_report(summary))
     log.info("run folder: %s  test accuracy: %.4f", run.path, test.accuracy)
-    return run
+    return TrainingOutcome(run, result.best_epoch, test.accuracy, fit_seconds, len(splits.train))

@@ -1,0 +1,367 @@
+"""Side-by-side speed benchmark: the tutorial pipeline, the bare floor, and mlptrain.
+
+One process, one machine; the same model, optimizer, batch size, epochs and seed:
+  reference  torchvision dataset + ToTensor/Normalize + DataLoader(shuffle=True), the
+             usual zero_grad/forward/loss/backward/step loop (what tutorials do);
+  floor      the same model and optimizer on resident float tensors with
+             index-permutation batches and nothing else: the cost of the arithmetic;
+  mlptrain   the product's trainer as `mlp-train` runs it: validation, metrics,
+             checkpoints, logging and the final test of best.pt included.
+
+    python scripts/benchmark.py                      # MNIST, [128, 64], Adam 1e-3, batch 64
+    python scripts/benchmark.py --quick --json-out bench.json
+    python scripts/benchmark.py --scaling            # the subset-size and width tables
+
+The data comes from --data-source, $MLPTRAIN_DATA_SOURCE or ../shared/datasets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlptrain.cli.common import setup_logging
+from mlptrain.cli.training_run import train
+from mlptrain.config import validate
+from mlptrain.datasets import DATASETS, load_splits
+from mlptrain.model import MLP, ModelSpec
+from mlptrain.runtime import resolve_device
+from mlptrain.trainer import evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK_TRAIN, QUICK_TEST = 6000, 1000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS))
+    parser.add_argument("--hidden", type=int, nargs="*", default=[128, 64])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--repeats", type=int, default=1, help="report the median of N runs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-source", default=None)
+    parser.add_argument("--data-root", default=str(REPO / "data"))
+    parser.add_argument("--only", nargs="*", choices=("reference", "floor", "mlptrain"))
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_TRAIN:,} images, 1 epoch")
+    parser.add_argument("--scaling", action="store_true", help="time mlptrain over sizes/widths")
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs = 1
+    return args
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """Peak resident memory of this process (CPU) or peak allocated memory (CUDA)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            with open("/proc/self/statm") as handle:
+                self.peak = max(self.peak, int(handle.read().split()[1]) * page)
+            self._stop.wait(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def tutorial_model(hidden: list[int]) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = 28 * 28
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+# --- the three contestants --------------------------------------------------------------
+
+
+def run_reference(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """The common tutorial: per-sample PIL transforms through a DataLoader."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    folder = DATASETS[args.dataset].folder
+    normalize = transforms.Normalize((0.1307,), (0.3081,))
+    transform = transforms.Compose([transforms.ToTensor(), normalize])
+    train_set = getattr(datasets, folder)(args.data_root, train=True, transform=transform)
+    test_set = getattr(datasets, folder)(args.data_root, train=False, transform=transform)
+    if args.quick:
+        train_set = Subset(train_set, range(QUICK_TRAIN))
+        test_set = Subset(test_set, range(QUICK_TEST))
+    torch.manual_seed(args.seed)
+    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True)
+    model = tutorial_model(args.hidden).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    epoch_seconds = []
+    for _ in range(args.epochs):
+        start = time.perf_counter()
+        model.train()
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+        synchronize(device)
+        epoch_seconds.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    correct = 0
+    model.eval()
+    with torch.no_grad():
+        for images, labels in DataLoader(test_set, batch_size=1000):
+            predicted = model(images.to(device)).argmax(dim=1)
+            correct += (predicted == labels.to(device)).sum().item()
+    eval_seconds = time.perf_counter() - start
+    return result(epoch_seconds, len(train_set), correct / len(test_set), eval_seconds)
+
+
+def run_floor(args: argparse.Namespace, device: torch.device, splits) -> dict[str, Any]:
+    """The bare minimum on resident, already normalized tensors."""
+    images = ((splits.train.images.float() / 255 - 0.1307) / 0.3081).flatten(1)
+    labels = splits.train.labels
+    torch.manual_seed(args.seed)
+    model = tutorial_model(args.hidden).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    generator = torch.Generator().manual_seed(args.seed)
+    epoch_seconds = []
+    for _ in range(args.epochs):
+        synchronize(device)
+        start = time.perf_counter()
+        order = torch.randperm(len(labels), generator=generator).to(device)
+        for begin in range(0, len(labels), args.batch_size):
+            index = order[begin : begin + args.batch_size]
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(images[index]), labels[index])
+            loss.backward()
+            optimizer.step()
+        synchronize(device)
+        epoch_seconds.append(time.perf_counter() - start)
+    with torch.no_grad():
+        test = ((splits.test.images.float() / 255 - 0.1307) / 0.3081).flatten(1)
+        accuracy = (model(test).argmax(dim=1) == splits.test.labels).float().mean().item()
+    return result(epoch_seconds, len(labels), accuracy, None)
+
+
+def mlptrain_config(args: argparse.Namespace, runs_dir: str, **data: Any):
+    subset = {"train": QUICK_TRAIN, "test": QUICK_TEST} if args.quick else None
+    return validate(
+        {
+            "name": "benchmark",
+            "seed": args.seed,
+            "device": args.device,
+            "data": {"dataset": args.dataset, "root": args.data_root, "subset": subset, **data},
+            "model": {"hidden": args.hidden},
+            "optimizer": {"name": "adam", "lr": args.lr},
+            "training": {"epochs": args.epochs, "batch_size": args.batch_size},
+            "output": {"runs_dir": runs_dir},
+        }
+    )
+
+
+def run_mlptrain(args: argparse.Namespace, device: torch.device, splits, **data: Any) -> dict:
+    """The product's own trainer, as mlp-train runs it (quiet: no progress bar)."""
+    with tempfile.TemporaryDirectory() as runs_dir:
+        config = mlptrain_config(args, runs_dir, **data)
+        log = setup_logging()
+        log.handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115 - closed with the handler
+        outcome = train(config, log, show_bar=False)
+        log.handlers[0].close()
+    # Evaluation time does not depend on the weights: time it on a fresh model.
+    model = MLP(ModelSpec(hidden=tuple(args.hidden))).to(device)
+    evaluate(model, splits.test, 1000)  # warm-up
+    start = time.perf_counter()
+    evaluate(model, splits.test, 1000)
+    eval_seconds = time.perf_counter() - start
+    per_epoch = [outcome.fit_seconds / args.epochs] * args.epochs
+    return result(per_epoch, outcome.train_samples, outcome.test_accuracy, eval_seconds)
+
+
+def result(epoch_seconds: list[float], samples: int, accuracy: float, eval_seconds) -> dict:
+    seconds = statistics.median(epoch_seconds)
+    return {
+        "seconds_per_epoch": seconds,
+        "train_samples": samples,
+        "samples_per_second": samples / seconds,
+        "test_accuracy": accuracy,
+        "eval_seconds": eval_seconds,
+    }
+
+
+def measure(contestants: dict, repeats: int, device: torch.device) -> dict[str, list[dict]]:
+    """Run the contestants in turn, `repeats` rounds, interleaved so that a slow spell of
+    a shared machine hits all of them alike; return every round of each."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contestants}
+    for _ in range(repeats):
+        for name, body in contestants.items():
+            with PeakMemory(device) as memory:
+                row = body()
+            row["peak_memory_mib"] = memory.peak / 2**20
+            runs[name].append(row)
+            print(f"  {name}: {row['seconds_per_epoch']:.2f} s/epoch", file=sys.stderr, flush=True)
+    return runs
+
+
+def median_round(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(rows, key=lambda row: row["seconds_per_epoch"])[len(rows) // 2]
+
+
+def startup_seconds() -> dict[str, float]:
+    """Wall time of `mlp-train --help` and of a config error, in fresh processes."""
+    timings = {}
+    for name, argv in (("help", ["--help"]), ("config_error", ["--set", "optimizer.lr=-1"])):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "mlptrain.cli.train", *argv], capture_output=True, check=False
+        )
+        timings[name] = time.perf_counter() - start
+    return timings
+
+
+# --- reporting ------------------------------------------------------------------------------
+
+
+def print_table(rows: dict[str, dict[str, Any]], memory_label: str) -> None:
+    print(
+        f"{'':10} {'s/epoch':>8} {'samples/s':>11} {'test acc':>9} {'eval s':>7} {memory_label:>12}"
+    )
+    for name, row in rows.items():
+        eval_seconds = f"{row['eval_seconds']:.3f}" if row["eval_seconds"] is not None else "-"
+        print(
+            f"{name:10} {row['seconds_per_epoch']:8.2f} {row['samples_per_second']:11,.0f} "
+            f"{row['test_accuracy']:9.4f} {eval_seconds:>7} {row['peak_memory_mib']:12,.0f}"
+        )
+
+
+def ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    """Medians of the ratios within each round (paired, so machine noise mostly cancels)."""
+
+    def paired(numerator: str, denominator: str, key: str) -> float:
+        pairs = zip(runs[numerator], runs[denominator], strict=True)
+        return statistics.median(top[key] / bottom[key] for top, bottom in pairs)
+
+    found = {}
+    if {"reference", "mlptrain"} <= set(runs):
+        found["mlptrain_vs_reference_samples_per_second"] = paired(
+            "mlptrain", "reference", "samples_per_second"
+        )
+    if {"floor", "mlptrain"} <= set(runs):
+        found["mlptrain_vs_floor_seconds_per_epoch"] = paired(
+            "mlptrain", "floor", "seconds_per_epoch"
+        )
+    return found
+
+
+def scaling(args: argparse.Namespace, device: torch.device, source: str | None) -> dict:
+    """mlptrain's seconds per epoch over training-set sizes and hidden widths."""
+    table: dict[str, list[dict[str, Any]]] = {"subset": [], "width": []}
+    base = argparse.Namespace(**{**vars(args), "quick": False})
+    for size in (6000, 30000, 60000):
+        # subset.train counts images before the 10% validation carve-out.
+        data = {"source": source, "subset": {"train": size}}
+        splits = load_splits(mlptrain_config(base, "unused", **data).data, args.seed, device)
+        row = run_mlptrain(base, device, splits, **data)
+        table["subset"].append({"train_images": size, **row})
+    for width in (128, 512, 2048):
+        wide = argparse.Namespace(**{**vars(base), "hidden": [width]})
+        splits = load_splits(mlptrain_config(wide, "unused", source=source).data, args.seed, device)
+        row = run_mlptrain(wide, device, splits, source=source)
+        table["width"].append({"hidden": [width], **row})
+    for key, label in (("subset", "train_images"), ("width", "hidden")):
+        for row in table[key]:
+            print(f"{label} {row[label]!s:>8}: {row['seconds_per_epoch']:6.2f} s/epoch")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    source = args.data_source or os.environ.get("MLPTRAIN_DATA_SOURCE")
+    if source is None and (REPO.parent / "shared" / "datasets").is_dir():
+        source = str(REPO.parent / "shared" / "datasets")
+    splits = load_splits(mlptrain_config(args, "unused", source=source).data, args.seed, device)
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+    print(f"benchmark: {vars(args)}", file=sys.stderr)
+    contestants = {
+        "reference": lambda: run_reference(args, device),
+        "floor": lambda: run_floor(args, device, splits),
+        "mlptrain": lambda: run_mlptrain(args, device, splits, source=source),
+    }
+    if args.only:
+        contestants = {name: body for name, body in contestants.items() if name in args.only}
+    runs = measure(contestants, args.repeats, device)
+    rows = {name: median_round(rounds) for name, rounds in runs.items()}
+    memory_label = "peak GPU MiB" if device.type == "cuda" else "peak RSS MiB"
+    print(f"machine: {machine['processor']}, {machine['cpu_count']} cores, {machine['device']}")
+    print_table(rows, memory_label)
+    found = ratios(runs)
+    for name, value in found.items():
+        print(f"{name}: {value:.2f}")
+    startup = startup_seconds()
+    print(f"startup: --help {startup['help']:.2f} s, config error {startup['config_error']:.2f} s")
+    report = {
+        "settings": vars(args),
+        "machine": machine,
+        "results": rows,
+        "rounds": runs,
+        "ratios": found,
+        "startup": startup,
+    }
+    if args.scaling:
+        report["scaling"] = scaling(args, device, source)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
