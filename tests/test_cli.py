@@ -200,3 +200,33 @@ def test_smoke_config_on_the_real_data(tmp_path):
     assert report["accuracy"] > 0.8  # 2 epochs on 1,800 real MNIST images
     evaluated = run_cli("evaluate", "--checkpoint", str(run / "best.pt"), "--json", cwd=tmp_path)
     assert json.loads(evaluated.stdout)["accuracy"] == report["accuracy"]
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_plain_keys(tmp_path, tiny_config):
+    tiny_config["training"].update(epochs=1, compile=True)
+    _, run = train(tmp_path, tiny_config)
+    state = load_checkpoint(run / "best.pt")["model_state"]
+    assert state and not any(key.startswith("_orig_mod.") for key in state)
+    recorded = json.loads((run / "test_metrics.json").read_text())["accuracy"]
+    result = run_cli("evaluate", "--checkpoint", str(run / "best.pt"), "--json", cwd=tmp_path)
+    assert json.loads(result.stdout)["accuracy"] == recorded
+
+
+@pytest.mark.gpu
+def test_gpu_training_with_bf16_loads_on_cpu(tmp_path, tiny_config):
+    tiny_config.update(device="cuda")
+    tiny_config["training"].update(amp="bf16")
+    _, run = train(tmp_path, tiny_config)
+    recorded = json.loads((run / "test_metrics.json").read_text())["accuracy"]
+    result = run_cli(
+        "evaluate",
+        "--checkpoint",
+        str(run / "best.pt"),
+        "--json",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(recorded, abs=2e-3)

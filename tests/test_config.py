@@ -137,6 +137,7 @@ def test_out_of_range_values(document: dict, key: str) -> None:
         ({"data": {"dataset": "cifar10"}}, "mnist, fashion_mnist"),
         ({"optimizer": {"name": "adamm"}}, "sgd, adam, adamw, rmsprop (did you mean 'adam'?)"),
         ({"model": {"activation": "swish"}}, ", ".join(ACTIVATIONS)),
+        ({"training": {"amp": "fp16"}}, "none, bf16"),
     ],
 )
 def test_unknown_names_list_the_allowed_ones(document: dict, allowed: str) -> None:

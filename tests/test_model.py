@@ -8,7 +8,7 @@ from mlptrain.config import ACTIVATIONS as CONFIG_ACTIVATIONS
 from mlptrain.config import OPTIMIZERS as CONFIG_OPTIMIZERS
 from mlptrain.config import OptimizerConfig
 from mlptrain.model import ACTIVATIONS, MLP, ModelSpec
-from mlptrain.optim import OPTIMIZERS, build_optimizer
+from mlptrain.optim import FUSED, OPTIMIZERS, build_optimizer
 
 
 def test_config_names_match_the_implementations():
@@ -74,3 +74,17 @@ def test_optimizers_are_built_with_their_settings(name):
     assert (group["lr"], group["weight_decay"]) == (0.05, 0.01)
     if momentum:
         assert group["momentum"] == 0.9
+    # One fused kernel per step where PyTorch has one for the device (CPU here).
+    assert group.get("fused") is (True if name in FUSED else None)
+
+
+@pytest.mark.parametrize("name", CONFIG_OPTIMIZERS)
+def test_optimizer_step_changes_every_parameter(name):
+    model = MLP(ModelSpec(hidden=(4,)))
+    optimizer = build_optimizer(model.parameters(), OptimizerConfig(name=name, lr=0.1))
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    pixels = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8)
+    nn.functional.cross_entropy(model(pixels), torch.arange(8)).backward()
+    optimizer.step()
+    for old, new in zip(before, model.parameters(), strict=True):
+        assert not torch.equal(old, new)
