@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--repeats", type=int, default=1, help="report the median of N runs")
+    parser.add_argument("--amp", default="none", help="mlptrain's training.amp (bf16: CUDA)")
+    parser.add_argument("--compile", action="store_true", help="mlptrain's training.compile")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-source", default=None)
     parser.add_argument("--data-root", default=str(REPO / "data"))
@@ -199,7 +201,12 @@ def mlptrain_config(args: argparse.Namespace, runs_dir: str, **data: Any):
             "data": {"dataset": args.dataset, "root": args.data_root, "subset": subset, **data},
             "model": {"hidden": args.hidden},
             "optimizer": {"name": "adam", "lr": args.lr},
-            "training": {"epochs": args.epochs, "batch_size": args.batch_size},
+            "training": {
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "amp": args.amp,
+                "compile": args.compile,
+            },
             "output": {"runs_dir": runs_dir},
         }
     )

@@ -6,6 +6,7 @@ reported before torch is loaded.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ OPTIMIZERS_WITH_MOMENTUM = ("sgd", "rmsprop")
 
 class _Section(BaseModel):
     # Unknown keys are errors (typos must not be ignored); a loaded config never changes.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SubsetConfig(_Section):
@@ -185,7 +186,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(document: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Return a copy of `document` with every `KEY=VALUE` override applied in order."""
-    result = _deep_copy(document)
+    result = copy.deepcopy(document)
     for text in overrides:
         parts, value = parse_override(text)
         set_key(result, parts, value, f"--set {text!r}")
@@ -203,14 +204,6 @@ def set_key(document: dict[str, Any], parts: Sequence[str], value: Any, origin: 
             raise UsageError(f"{origin}: {'.'.join(parts[: depth + 1])} is a value, not a section")
         node = child
     node[parts[-1]] = value
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _deep_copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(item) for item in value]
-    return value
 
 
 # --- validation and error messages -----------------------------------------------------
