@@ -125,6 +125,13 @@ def test_wrong_magic_number(tmp_path):
         read_idx(path, 3)
 
 
+def test_images_of_the_wrong_size(tmp_path):
+    source = write_dataset(tmp_path / "src", compress=False)
+    write_idx(source / "t10k-images-idx3-ubyte", np.zeros((TEST_COUNT, 27, 27), np.uint8), False)
+    with pytest.raises(UsageError, match=r"holds images of \(27, 27\), not 28x28"):
+        load_splits(data_config(tmp_path, source), 0, CPU)
+
+
 def test_labels_outside_range_and_count_mismatch(tmp_path):
     source = write_dataset(tmp_path / "src", compress=False)
     write_idx(source / "t10k-labels-idx1-ubyte", np.full(TEST_COUNT, 12, np.uint8), False)

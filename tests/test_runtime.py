@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -7,7 +8,14 @@ import pytest
 import torch
 
 from mlptrain.errors import UsageError
-from mlptrain.runtime import resolve_amp, resolve_device, seed_everything
+from mlptrain.runtime import (
+    resolve_amp,
+    resolve_device,
+    restore_rng_state,
+    rng_state,
+    seed_everything,
+    set_deterministic,
+)
 
 
 def test_auto_and_cpu_devices():
@@ -34,3 +42,37 @@ def test_seeding_repeats_every_generator():
         seed_everything(11)
         draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
     assert draws[0] == draws[1]
+
+
+def test_deterministic_switch(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        set_deterministic(True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        set_deterministic(False)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_rng_state_round_trip_is_checkpoint_safe(tmp_path):
+    shuffle = torch.Generator().manual_seed(3)
+    seed_everything(1)
+    state = rng_state(shuffle)
+    torch.save(state, tmp_path / "rng.pt")
+    loaded = torch.load(tmp_path / "rng.pt", weights_only=True)
+    expected = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.randperm(9, generator=shuffle).tolist(),
+    )
+    seed_everything(2)
+    restore_rng_state(loaded, shuffle)
+    again = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.randperm(9, generator=shuffle).tolist(),
+    )
+    assert again == expected

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+import pytest
 import torch
+from torch import nn
 
 from mlptrain.config import DataConfig, OptimizerConfig
 from mlptrain.datasets import DataSplits, load_splits, pixel_stats
 from mlptrain.model import MLP, ModelSpec
 from mlptrain.optim import build_optimizer
-from mlptrain.trainer import Hooks, evaluate, fit
+from mlptrain.trainer import (
+    Hooks,
+    LoopSettings,
+    NonFiniteLoss,
+    TrainingInterrupted,
+    evaluate,
+    fit,
+)
 
 CPU = torch.device("cpu")
 
@@ -41,17 +50,13 @@ class Recorder(Hooks):
         self.best_flags.append(is_best)
 
 
-def run_fit(model, optimizer, splits, epochs=4, hooks=None):
-    return fit(
-        model,
-        optimizer,
-        splits,
-        epochs=epochs,
-        batch_size=32,
-        eval_batch_size=50,
-        seed=1,
-        hooks=hooks,
-    )
+def settings(epochs=4, batch_size=32, **changes) -> LoopSettings:
+    return LoopSettings(epochs=epochs, batch_size=batch_size, eval_batch_size=50, **changes)
+
+
+def run_fit(model, optimizer, splits, epochs=4, hooks=None, **changes):
+    generator = torch.Generator().manual_seed(1)
+    return fit(model, optimizer, splits, settings(epochs, **changes), generator, hooks=hooks)
 
 
 def test_training_lowers_the_loss_and_learns(tmp_path, synthetic_source):
@@ -125,6 +130,85 @@ def test_a_trailing_single_sample_batch_does_not_break_batch_norm(tmp_path, synt
     optimizer = build_optimizer(model.parameters(), OptimizerConfig())
     batch_size = len(splits.train) - 1  # leaves exactly one sample for the last batch
     result = fit(
-        model, optimizer, splits, epochs=1, batch_size=batch_size, eval_batch_size=100, seed=0
+        model, optimizer, splits, settings(1, batch_size), torch.Generator().manual_seed(0)
     )
     assert result.history[0]["train_loss"] > 0
+
+
+def test_resuming_from_saved_states_repeats_the_uninterrupted_run(tmp_path, synthetic_source):
+    splits = synthetic_splits(tmp_path, synthetic_source)
+    model, optimizer = build(splits, seed=2)
+    whole = run_fit(model, optimizer, splits, epochs=4).history
+
+    model, optimizer = build(splits, seed=2)
+    generator = torch.Generator().manual_seed(1)
+    first = fit(model, optimizer, splits, settings(2), generator).history
+    # What a checkpoint keeps: weights, optimizer state, the batch-order generator.
+    saved = (model.state_dict(), optimizer.state_dict(), generator.get_state())
+    model, optimizer = build(splits, seed=99)
+    model.load_state_dict(saved[0])
+    optimizer.load_state_dict(saved[1])
+    generator = torch.Generator()
+    generator.set_state(saved[2])
+    rest = fit(model, optimizer, splits, settings(4), generator, start_epoch=3, history=first)
+    assert [row["epoch"] for row in rest.history] == [1, 2, 3, 4]
+    keys = ("train_loss", "val_loss", "val_accuracy")
+    assert [[row[k] for k in keys] for row in rest.history] == [
+        [row[k] for k in keys] for row in whole
+    ]
+
+
+class StopAfter(Hooks):
+    def __init__(self, batches):
+        self.batches, self.seen = batches, 0
+
+    def batch_end(self, samples):
+        self.seen += 1
+
+    def should_stop(self):
+        return self.seen >= self.batches
+
+
+def test_a_stop_request_ends_training_after_the_current_batch(tmp_path, synthetic_source):
+    splits = synthetic_splits(tmp_path, synthetic_source)
+    model, optimizer = build(splits)
+    per_epoch = -(-len(splits.train) // 32)
+    with pytest.raises(TrainingInterrupted) as caught:
+        run_fit(model, optimizer, splits, epochs=3, hooks=StopAfter(per_epoch + 2))
+    assert (caught.value.epoch, caught.value.batch) == (2, 2)
+
+
+class NaNAt(nn.Module):
+    """Wraps a model; its forward returns NaN logits on the chosen calls."""
+
+    def __init__(self, model, bad_calls):
+        super().__init__()
+        self.model, self.bad_calls, self.calls = model, set(bad_calls), 0
+
+    def forward(self, pixels):
+        self.calls += 1
+        logits = self.model(pixels)
+        return logits * float("nan") if self.calls in self.bad_calls else logits
+
+
+def test_nonfinite_loss_stops_with_its_epoch_and_batch(tmp_path, synthetic_source):
+    splits = synthetic_splits(tmp_path, synthetic_source)
+    model, optimizer = build(splits)
+    per_epoch = -(-len(splits.train) // 32)
+    # Training calls come first in an epoch, then validation's 2 calls (100 images / 50).
+    wrapped = NaNAt(model, {per_epoch + 2 + 3})
+    with pytest.raises(NonFiniteLoss) as caught:
+        run_fit(wrapped, optimizer, splits, epochs=3)
+    assert (caught.value.epoch, caught.value.batch) == (2, 3)
+    assert caught.value.lr == pytest.approx(0.003)
+
+
+def test_skip_batch_skips_only_the_bad_batches(tmp_path, synthetic_source):
+    splits = synthetic_splits(tmp_path, synthetic_source)
+    model, optimizer = build(splits)
+    wrapped = NaNAt(model, {2, 5})
+    result = run_fit(wrapped, optimizer, splits, epochs=1, on_nonfinite="skip_batch")
+    record = result.history[0]
+    assert record["skipped_batches"] == 2
+    assert all(torch.isfinite(parameter).all() for parameter in model.parameters())
+    assert record["train_loss"] == record["train_loss"]  # not NaN

@@ -34,7 +34,13 @@ def build_checkpoint(
     config: dict[str, Any],
     class_names: list[str],
     metrics: list[dict[str, Any]],
+    rng: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Everything to rebuild the model, evaluate it, and resume training exactly.
+
+    `epoch` is the number of completed epochs (0: saved before the first one); `rng`
+    holds the random-number states at that point, so a resumed run repeats the rest.
+    """
     module = unwrap(model)
     spec: ModelSpec = module.spec
     return {
@@ -49,6 +55,7 @@ def build_checkpoint(
         "class_names": list(class_names),
         "normalization": {"mean": spec.mean, "std": spec.std},
         "metrics": [dict(row) for row in metrics],
+        "rng": rng,
         "versions": {
             "mlptrain": mlptrain.__version__,
             "torch": str(torch.__version__),

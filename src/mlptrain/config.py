@@ -74,6 +74,7 @@ class OptimizerConfig(_Section):
 
 
 AMP_MODES = ("none", "bf16")
+NONFINITE_ACTIONS = ("stop", "skip_batch")
 
 
 class TrainingConfig(_Section):
@@ -82,6 +83,8 @@ class TrainingConfig(_Section):
     eval_batch_size: int = Field(1000, ge=1)
     amp: Literal[AMP_MODES] = "none"  # bf16 autocast, CUDA only
     compile: bool = False  # torch.compile the model
+    on_nonfinite: Literal[NONFINITE_ACTIONS] = "stop"
+    deterministic: bool = False  # PyTorch's deterministic algorithms
 
 
 class OutputConfig(_Section):

@@ -9,3 +9,14 @@ class UsageError(Exception):
     The message is written for the user: it names the bad value and the fix.
     Bugs raise ordinary exceptions instead, so they keep their tracebacks.
     """
+
+
+class StopRun(Exception):
+    """A run that ended early on purpose (a signal, a non-finite loss), with its exit status.
+
+    Everything finished so far is on disk; the message says what happened and what to do.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

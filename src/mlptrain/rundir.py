@@ -24,6 +24,7 @@ METRIC_FIELDS = (
     "epoch_seconds",
     "train_seconds",
     "samples_per_second",
+    "skipped_batches",
 )
 
 
@@ -65,16 +66,25 @@ class RunDir:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one epoch's row (the header first); each row goes down in one write."""
-        new = not self.metrics_csv.exists()
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow({key: _csv_value(record.get(key)) for key in METRIC_FIELDS})
+        text = _metrics_csv([record], header=not self.metrics_csv.exists())
         with open(self.metrics_csv, "a", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+
+    def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Replace metrics.csv with exactly these rows (a resumed run's saved history)."""
+        atomic_write_text(self.metrics_csv, _metrics_csv(records, header=True))
+
+
+def _metrics_csv(records: list[dict[str, Any]], header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    for record in records:
+        writer.writerow({key: _csv_value(record.get(key)) for key in METRIC_FIELDS})
+    return buffer.getvalue()
 
 
 def _csv_value(value: Any) -> Any:

@@ -1,8 +1,10 @@
-"""Device resolution and seeding."""
+"""Device resolution, seeding, random-number states and determinism switches."""
 
 from __future__ import annotations
 
+import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,13 +32,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices) so a run repeats on the same machine."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `training.amp`, or None for full precision."""
     if mode == "none":
@@ -49,3 +44,56 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     if not torch.cuda.is_bf16_supported():
         raise UsageError(f"training.amp: {mode} is not supported by {torch.cuda.get_device_name()}")
     return torch.bfloat16
+
+
+def set_deterministic(enabled: bool) -> None:
+    """PyTorch's deterministic algorithms (an error where an operation has none)."""
+    if enabled:
+        # cuBLAS needs this set before its first use to be deterministic.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(enabled)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) so a run repeats on the same machine."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(shuffle: torch.Generator) -> dict[str, Any]:
+    """Every random-number state a run uses, as tensors and primitives (checkpoint-safe)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "shuffle": shuffle.get_state(),
+    }
+
+
+def restore_rng_state(state: dict[str, Any], shuffle: torch.Generator) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    shuffle.set_state(state["shuffle"])

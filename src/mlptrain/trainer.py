@@ -39,6 +39,45 @@ class FitResult:
     best_epoch: int = 0
     best_val_accuracy: float | None = None
 
+    def add(self, record: dict[str, Any]) -> bool:
+        """Append an epoch's record; True when it is the new best (the first best on ties).
+
+        Without validation every epoch counts as the best, so the last one wins.
+        """
+        self.history.append(record)
+        accuracy = record.get("val_accuracy")
+        is_best = accuracy is None or (
+            self.best_val_accuracy is None or accuracy > self.best_val_accuracy
+        )
+        if is_best:
+            self.best_epoch, self.best_val_accuracy = record["epoch"], accuracy
+        return is_best
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    amp_dtype: torch.dtype | None = None  # autocast dtype, None for full precision
+    on_nonfinite: str = "stop"  # "stop" | "skip_batch"
+
+
+class TrainingInterrupted(Exception):
+    """Raised between batches when the hooks ask to stop (a signal, say)."""
+
+    def __init__(self, epoch: int, batch: int | None) -> None:
+        super().__init__(f"interrupted in epoch {epoch}")
+        self.epoch, self.batch = epoch, batch  # batch None: after the epoch had ended
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN or infinite; the epoch's weights are not to be trusted."""
+
+    def __init__(self, epoch: int, batch: int, lr: float) -> None:
+        super().__init__(f"non-finite loss in epoch {epoch}, batch {batch}")
+        self.epoch, self.batch, self.lr = epoch, batch, lr
+
 
 class Hooks:
     """What the caller sees of training; every method is optional."""
@@ -51,6 +90,9 @@ class Hooks:
 
     def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
         pass
+
+    def should_stop(self) -> bool:
+        return False
 
 
 def autocast(
@@ -66,26 +108,42 @@ def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     split: Split,
-    batch_size: int,
+    settings: LoopSettings,
     generator: torch.Generator,
     hooks: Hooks | None = None,
-    amp_dtype: torch.dtype | None = None,
+    epoch: int = 1,
 ) -> dict[str, float]:
     """One shuffled pass over `split`; returns mean loss, accuracy, seconds and samples/s."""
     hooks = hooks or Hooks()
     device = split.labels.device
+    skip_nonfinite = settings.on_nonfinite == "skip_batch"
+    # Where reading a value costs nothing (CPU) the loss is checked every batch; on a GPU
+    # the first bad batch is tracked on the device and read every few batches, so that
+    # nothing synchronizes per step.
+    check_every = 1 if device.type == "cpu" else 32
     model.train()
     order = torch.randperm(len(split), generator=generator).to(device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    seen = 0
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 1-based; 0: none yet
+    seen = skipped = 0
     start = time.perf_counter()
-    for images, labels in batches(split, batch_size, order):
+    for batch, (images, labels) in enumerate(batches(split, settings.batch_size, order), 1):
         if len(labels) < 2 and seen:
             continue  # batch norm cannot train on one sample; a trailing single is dropped
-        with autocast(device, amp_dtype):
+        with autocast(device, settings.amp_dtype):
             logits = model(images)
         loss = F.cross_entropy(logits.float(), labels)
+        if skip_nonfinite or check_every == 1:
+            if not math.isfinite(loss.item()):  # with skip_batch, a sync per step on a GPU
+                if not skip_nonfinite:
+                    raise NonFiniteLoss(epoch, batch, current_lr(optimizer))
+                skipped += 1
+                continue
+        else:
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), batch, first_bad)
+            if batch % check_every == 0 and first_bad.item():
+                raise NonFiniteLoss(epoch, int(first_bad.item()), current_lr(optimizer))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -93,6 +151,12 @@ def train_one_epoch(
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
         hooks.batch_end(len(labels))
+        if hooks.should_stop():
+            raise TrainingInterrupted(epoch, batch)
+    if first_bad.item():
+        raise NonFiniteLoss(epoch, int(first_bad.item()), current_lr(optimizer))
+    if not seen:
+        raise NonFiniteLoss(epoch, 1, current_lr(optimizer))  # every batch was skipped
     mean_loss = loss_sum.item() / seen  # the epoch's one synchronization
     seconds = time.perf_counter() - start
     return {
@@ -100,6 +164,7 @@ def train_one_epoch(
         "train_accuracy": correct.item() / seen,
         "train_seconds": seconds,
         "samples_per_second": seen / seconds,
+        "skipped_batches": skipped,
     }
 
 
@@ -131,39 +196,35 @@ def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     splits: DataSplits,
+    settings: LoopSettings,
+    generator: torch.Generator,
     *,
-    epochs: int,
-    batch_size: int,
-    eval_batch_size: int,
-    seed: int,
     hooks: Hooks | None = None,
-    amp_dtype: torch.dtype | None = None,
+    start_epoch: int = 1,
+    history: list[dict[str, Any]] | None = None,
 ) -> FitResult:
-    """Train for `epochs`, validating after each; the best epoch has the best val accuracy.
+    """Train epochs `start_epoch`..`settings.epochs`, validating after each.
 
-    Without a validation split every epoch counts as the best, so the last one wins.
+    `history` holds the records of earlier epochs when a run is resumed; `generator`
+    draws each epoch's batch order (its state is part of a resumable checkpoint).
     """
     hooks = hooks or Hooks()
-    generator = torch.Generator().manual_seed(seed)
     result = FitResult()
-    for epoch in range(1, epochs + 1):
-        hooks.epoch_start(epoch, math.ceil(len(splits.train) / batch_size))
+    for record in history or []:
+        result.add(record)
+    batch_count = math.ceil(len(splits.train) / settings.batch_size)
+    for epoch in range(start_epoch, settings.epochs + 1):
+        hooks.epoch_start(epoch, batch_count)
         start = time.perf_counter()
         record: dict[str, Any] = {"epoch": epoch, "lr": current_lr(optimizer)}
         record.update(
-            train_one_epoch(model, optimizer, splits.train, batch_size, generator, hooks, amp_dtype)
+            train_one_epoch(model, optimizer, splits.train, settings, generator, hooks, epoch)
         )
-        val_accuracy = None
         if splits.val is not None:
-            val = evaluate(model, splits.val, eval_batch_size, amp_dtype)
+            val = evaluate(model, splits.val, settings.eval_batch_size, settings.amp_dtype)
             record.update(val_loss=val.loss, val_accuracy=val.accuracy)
-            val_accuracy = val.accuracy
         record["epoch_seconds"] = time.perf_counter() - start
-        is_best = val_accuracy is None or (
-            result.best_val_accuracy is None or val_accuracy > result.best_val_accuracy
-        )
-        if is_best:
-            result.best_epoch, result.best_val_accuracy = epoch, val_accuracy
-        result.history.append(record)
-        hooks.epoch_end(record, is_best)
+        hooks.epoch_end(record, result.add(record))
+        if hooks.should_stop() and epoch < settings.epochs:
+            raise TrainingInterrupted(epoch, None)
     return result

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mlptrain.errors import UsageError
+from mlptrain.errors import StopRun, UsageError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -59,6 +59,10 @@ def run_command(prog: str, body: Callable[[], int]) -> int:
         sys.stdout.flush()
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StopRun as exc:
+        sys.stdout.flush()
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.status
     except KeyboardInterrupt:
         sys.stdout.flush()
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from mlptrain.cli.common import run_command, setup_logging
@@ -31,6 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-source", metavar="DIR", help="folder holding the four IDX files (offline import)"
     )
     parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="accept dataset files whose checksums differ from the published ones",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in folder RUN from its last.pt (only safe --set keys allowed)",
+    )
+    parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
@@ -46,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             settings["name"] = args.name
         if args.data_source is not None:
             settings["data.source"] = args.data_source
+        if args.no_verify:
+            settings["data.verify"] = False
+        show_bar = not args.quiet and sys.stderr.isatty()
+        if args.resume is not None:
+            return resume_run(args, settings, show_bar)
         config = load_config(args.config, args.overrides, settings)
         if args.print_config:
             sys.stdout.write(config_to_yaml(config))
@@ -53,11 +69,26 @@ def main(argv: list[str] | None = None) -> int:
         # Imported only now, so that --help and config errors never wait for torch.
         from mlptrain.cli.training_run import train
 
-        show_bar = not args.quiet and sys.stderr.isatty()
         train(config, setup_logging(), show_bar=show_bar)
         return 0
 
     return run_command("mlp-train", body)
+
+
+def resume_run(args: argparse.Namespace, settings: dict[str, Any], show_bar: bool) -> int:
+    from mlptrain.errors import UsageError
+
+    clashing = [flag for flag, given in (("--config", args.config), ("--name", args.name),
+                ("--print-config", args.print_config)) if given]  # fmt: skip
+    if clashing:
+        raise UsageError(
+            f"--resume continues a run with its own config; {', '.join(clashing)} cannot be "
+            "used with it"
+        )
+    from mlptrain.cli.training_run import resume
+
+    resume(Path(args.resume), args.overrides, settings, setup_logging(), show_bar=show_bar)
+    return 0
 
 
 if __name__ == "__main__":
