@@ -85,6 +85,7 @@ class TrainingConfig(_Section):
     compile: bool = False  # torch.compile the model
     on_nonfinite: Literal[NONFINITE_ACTIONS] = "stop"
     deterministic: bool = False  # PyTorch's deterministic algorithms
+    threads: int | None = Field(None, ge=1)  # CPU threads for torch; None: torch's default
 
 
 class OutputConfig(_Section):

@@ -53,6 +53,21 @@ class RunDir:
             ) from None
         raise UsageError(f"too many runs named {name}-{stamp} in {runs_dir}")
 
+    @classmethod
+    def create_exactly(cls, path: str | Path) -> RunDir:
+        """Make the run folder `path`, which must not exist yet (its parents may not either)."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+        except FileExistsError:
+            raise UsageError(
+                f"the run folder {path} exists already; runs never share one"
+            ) from None
+        except OSError as exc:
+            raise UsageError(f"cannot create the run folder {path}: {exc.strerror}") from None
+        return cls(path)
+
     @property
     def metrics_csv(self) -> Path:
         return self.path / "metrics.csv"

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in folder RUN from its last.pt (only safe --set keys allowed)",
     )
     parser.add_argument(
+        "--run-dir", metavar="DIR", help="create the run in exactly this new folder (sweeps use it)"
+    )
+    parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         # Imported only now, so that --help and config errors never wait for torch.
         from mlptrain.cli.training_run import train
 
-        train(config, setup_logging(), show_bar=show_bar)
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        train(config, setup_logging(), show_bar=show_bar, run_dir=run_dir)
         return 0
 
     return run_command("mlp-train", body)
@@ -78,8 +82,13 @@ def main(argv: list[str] | None = None) -> int:
 def resume_run(args: argparse.Namespace, settings: dict[str, Any], show_bar: bool) -> int:
     from mlptrain.errors import UsageError
 
-    clashing = [flag for flag, given in (("--config", args.config), ("--name", args.name),
-                ("--print-config", args.print_config)) if given]  # fmt: skip
+    flags = {
+        "--config": args.config,
+        "--name": args.name,
+        "--print-config": args.print_config,
+        "--run-dir": args.run_dir,
+    }
+    clashing = [flag for flag, given in flags.items() if given]
     if clashing:
         raise UsageError(
             f"--resume continues a run with its own config; {', '.join(clashing)} cannot be "

@@ -95,6 +95,8 @@ def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
     device = resolve_device(config.device)
     amp_dtype = resolve_amp(config.training.amp, device)
     set_deterministic(config.training.deterministic)
+    if config.training.threads is not None:
+        torch.set_num_threads(config.training.threads)
     seed_everything(config.seed)
     splits = load_splits(config.data, config.seed, device)
     if spec is None:
@@ -272,11 +274,17 @@ def describe_training(config: Config) -> str:
     return line
 
 
-def train(config: Config, log: logging.Logger, show_bar: bool) -> TrainingOutcome:
-    """Train, keep best/last checkpoints, test best.pt; everything lands in a new run folder."""
+def train(
+    config: Config, log: logging.Logger, show_bar: bool, run_dir: Path | None = None
+) -> TrainingOutcome:
+    """Train, keep best/last checkpoints, test best.pt; everything lands in a new run folder
+    (`run_dir` exactly, when given: it must not exist yet)."""
     session = build_session(config)
     # Created only now, so a config or data error leaves no empty run folder behind.
-    run = RunDir.create(config.output.runs_dir, config.name)
+    if run_dir is not None:
+        run = RunDir.create_exactly(run_dir)
+    else:
+        run = RunDir.create(config.output.runs_dir, config.name)
     log_to_file(log, run.log_file)
     run.write_text("config.yaml", config_to_yaml(config))
     log.info("run folder: %s", run.path)
