@@ -50,12 +50,16 @@ def config_file(tmp_path: Path, source: Path, **training) -> Path:
         "name": "fault",
         "seed": 5,
         "device": "cpu",
-        "data": {"dataset": "mnist", "root": str(tmp_path / "data"), "source": str(source),
-                 "verify": False},
+        "data": {
+            "dataset": "mnist",
+            "root": str(tmp_path / "data"),
+            "source": str(source),
+            "verify": False,
+        },
         "model": {"hidden": [64], "dropout": 0.1},
         "training": {"epochs": 5, "batch_size": 8, **training},
         "output": {"runs_dir": str(tmp_path / "runs")},
-    }  # fmt: skip
+    }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -100,8 +104,10 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(tmp_path, larger_source
     config = config_file(whole_dir, larger_source)
     whole = subprocess.run(
         [sys.executable, "-m", "mlptrain.cli.train", "--config", str(config), "--quiet"],
-        cwd=whole_dir, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=whole_dir,
+        capture_output=True,
+        text=True,
+    )
     assert whole.returncode == 0, whole.stderr
 
     config = config_file(parts_dir, larger_source)
@@ -120,8 +126,10 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(tmp_path, larger_source
 
     resumed = subprocess.run(
         [sys.executable, "-m", "mlptrain.cli.train", "--resume", str(run), "--quiet"],
-        cwd=parts_dir, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=parts_dir,
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr
     (whole_run,) = (whole_dir / "runs").iterdir()
     expected, got = load_checkpoint(whole_run / "last.pt"), load_checkpoint(run / "last.pt")
@@ -237,10 +245,14 @@ def test_checksum_mismatch_and_no_verify(tmp_path, synthetic_source, capsys):
 
 def test_unwritable_data_root_is_a_clear_error(tmp_path, synthetic_source, capsys):
     (tmp_path / "blocker").write_text("a file where a folder should be")
-    status = train_main([
-        "--config", str(config_file(tmp_path, synthetic_source)),
-        "--set", f"data.root={tmp_path / 'blocker' / 'data'}",
-    ])  # fmt: skip
+    status = train_main(
+        [
+            "--config",
+            str(config_file(tmp_path, synthetic_source)),
+            "--set",
+            f"data.root={tmp_path / 'blocker' / 'data'}",
+        ]
+    )
     assert status == 2
     assert "set data.root to a folder you can write" in capsys.readouterr().err
 
@@ -253,10 +265,11 @@ def test_runs_started_at_the_same_moment_get_their_own_folders(tmp_path):
         f"print(RunDir.create(sys.argv[1], 'same', datetime(2026, 1, 1)).path)"
     )
     processes = [
-        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
         for _ in range(6)
-    ]  # fmt: skip
+    ]
     paths = [process.communicate(timeout=60)[0].strip() for process in processes]
     assert all(process.returncode == 0 for process in processes)
     assert len(set(paths)) == 6
@@ -286,9 +299,21 @@ yaml_values = st.recursive(
     max_leaves=12,
 )
 config_keys = st.sampled_from(
-    ["seed", "name", "device", "data", "data.subset.train", "model.hidden", "optimizer.lr",
-     "optimizer.name", "training.epochs", "model", "lrr", "a.b.c"]
-)  # fmt: skip
+    [
+        "seed",
+        "name",
+        "device",
+        "data",
+        "data.subset.train",
+        "model.hidden",
+        "optimizer.lr",
+        "optimizer.name",
+        "training.epochs",
+        "model",
+        "lrr",
+        "a.b.c",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None)

@@ -405,8 +405,11 @@ def _interrupted(
     )
     log.info(
         "%s received %s; last.pt holds epoch %d of %d",
-        signal.Signals(signum).name, where, hooks.saved_epoch, hooks.session.settings.epochs,
-    )  # fmt: skip
+        signal.Signals(signum).name,
+        where,
+        hooks.saved_epoch,
+        hooks.session.settings.epochs,
+    )
     return StopRun(f"interrupted; resume with: mlp-train --resume {hooks.run.path}", 128 + signum)
 
 

@@ -1,0 +1,1 @@
+"""Hyperparameter studies: grids and Optuna searches over mlp-train runs."""

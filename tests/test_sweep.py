@@ -1,0 +1,323 @@
+"""mlp-sweep: parameter parsing, grid expansion, and whole sweeps as subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlptrain.checkpoint import load_checkpoint
+from mlptrain.config import load_config
+from mlptrain.errors import UsageError
+from mlptrain.sweep.spec import grid_points, parse_grid, parse_param, split_top_level
+
+
+def test_values_split_outside_brackets_and_quotes():
+    assert split_top_level("[128],[256, 128],'a,b',{x: 1, y: 2}") == [
+        "[128]",
+        "[256, 128]",
+        "'a,b'",
+        "{x: 1, y: 2}",
+    ]
+
+
+def test_grid_values_are_yaml():
+    assert parse_grid("model.hidden=[128],[256,128]") == ("model.hidden", [[128], [256, 128]])
+    assert parse_grid("optimizer.lr=1e-3,0.1") == ("optimizer.lr", [0.001, 0.1])
+    assert parse_grid("optimizer.name=adam,sgd") == ("optimizer.name", ["adam", "sgd"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optimizer.lr", "expects KEY=V1,V2"),
+        ("optimizer.lr=", "expects KEY=V1,V2"),
+        ("optimizer.lr=0.1,,0.2", "an empty value"),
+        ("optimizer.lr=0.1,0.1", "listed twice"),
+        ("model.hidden=[1,2", "malformed YAML"),
+    ],
+)
+def test_bad_grids(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_grid(text)
+
+
+def test_grid_expansion_is_the_cartesian_product():
+    points = grid_points([parse_grid("a=1,2,3"), parse_grid("b=x,y")])
+    assert len(points) == 6
+    assert points[0] == {"a": 1, "b": "x"} and points[-1] == {"a": 3, "b": "y"}
+    with pytest.raises(UsageError, match="one --grid only"):
+        grid_points([parse_grid("a=1,2"), parse_grid("a=3,4")])
+
+
+def test_param_specs():
+    lr = parse_param("optimizer.lr=loguniform:1e-4:1e-1")
+    assert (lr.key, lr.kind, lr.low, lr.high) == ("optimizer.lr", "loguniform", 1e-4, 0.1)
+    hidden = parse_param("model.hidden=choice:[128],[256,128],[512,256]")
+    assert hidden.examples() == [[128], [256, 128], [512, 256]]
+    assert parse_param("training.batch_size=int:16:256").examples() == [16, 256]
+    assert parse_param("model.dropout=uniform:0:0.5").high == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optimizer.lr=normal:0:1", "KIND one of"),
+        ("optimizer.lr", "KIND one of"),
+        ("optimizer.lr=loguniform:0:1", "LOW above 0"),
+        ("optimizer.lr=uniform:1:0.5", "LOW must be below HIGH"),
+        ("optimizer.lr=uniform:a:b", "two numbers"),
+        ("training.batch_size=int:1.5:8", "whole numbers"),
+        ("model.hidden=choice:[1],[1]", "listed twice"),
+    ],
+)
+def test_bad_params(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_param(text)
+
+
+# --- whole sweeps ---------------------------------------------------------------------------
+
+
+def base_config(tmp_path: Path, source: Path, **training) -> Path:
+    document = {
+        "name": "sw",
+        "device": "cpu",
+        "data": {
+            "dataset": "mnist",
+            "root": str(tmp_path / "data"),
+            "source": str(source),
+            "verify": False,
+        },
+        "model": {"hidden": [16]},
+        "training": {"epochs": 2, "batch_size": 50, **training},
+        "output": {"runs_dir": str(tmp_path / "runs")},
+    }
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlptrain.cli.sweep", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def results(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def sweep_folder(tmp_path: Path) -> Path:
+    (folder,) = (tmp_path / "runs").glob("sweep-*")
+    return folder
+
+
+def is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_grid_sweep_writes_every_output(tmp_path, synthetic_source):
+    config = base_config(tmp_path, synthetic_source)
+    done = sweep(
+        "--config",
+        str(config),
+        "--grid",
+        "optimizer.lr=0.001,0.01",
+        "--grid",
+        "model.hidden=[8],[16,8]",
+        "--workers",
+        "2",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    folder = sweep_folder(tmp_path)
+    rows = results(folder)
+    assert len(rows) == 4
+    assert {(row["optimizer.lr"], row["model.hidden"]) for row in rows} == {
+        ("0.001", "[8]"),
+        ("0.001", "[16, 8]"),
+        ("0.01", "[8]"),
+        ("0.01", "[16, 8]"),
+    }
+    assert all(row["status"] == "complete" and row["test_accuracy"] for row in rows)
+    best = max(rows, key=lambda row: float(row["best_val_accuracy"]))
+    table = (folder / "results.md").read_text().splitlines()
+    assert f"| 1 | {best['trial']} |" in table[2]
+    assert is_png(folder / "sweep.png") and is_png(folder / "curves.png")
+    best_config = load_config(folder / "best_config.yaml")
+    assert best_config == load_config(Path(best["run_dir"]) / "config.yaml")
+    # Every trial is an ordinary run folder: mlp-eval works on it.
+    checkpoint = load_checkpoint(Path(best["run_dir"]) / "best.pt")
+    assert checkpoint["config"]["optimizer"]["lr"] == float(best["optimizer.lr"])
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, synthetic_source):
+    config = base_config(tmp_path, synthetic_source)
+    done = sweep("--config", str(config), "--grid", "data.subset.train=100,100000", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = {row["data.subset.train"]: row for row in results(sweep_folder(tmp_path))}
+    assert rows["100"]["status"] == "complete"
+    assert rows["100000"]["status"] == "failed"
+    assert "the training set has 500" in rows["100000"]["message"]
+
+
+def test_bad_trial_configs_are_refused_before_anything_runs(tmp_path, synthetic_source):
+    config = base_config(tmp_path, synthetic_source)
+    done = sweep("--config", str(config), "--grid", "optimizer.lrr=0.1,0.2", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "did you mean 'optimizer.lr'" in done.stderr
+    done = sweep("--config", str(config), "--grid", "model.dropout=0.1,1.5", cwd=tmp_path)
+    assert done.returncode == 2 and "model.dropout" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_optuna_missing_is_a_clear_error(tmp_path, synthetic_source):
+    code = (
+        "import sys; sys.modules['optuna'] = None; from mlptrain.cli.sweep import main; "
+        f"sys.exit(main(['--config', {str(base_config(tmp_path, synthetic_source))!r}, "
+        "'--search', 'optuna', '--trials', '2', '--param', 'optimizer.lr=uniform:0.1:0.2']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "pip install 'mlptrain[sweep]'" in done.stderr
+
+
+@pytest.mark.slow
+def test_interrupted_grid_resumes_without_repeating_finished_trials(tmp_path, synthetic_source):
+    config = base_config(tmp_path, synthetic_source, epochs=3)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlptrain.cli.sweep",
+            "--config",
+            str(config),
+            "--grid",
+            "optimizer.lr=0.001,0.002,0.003,0.004",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ledgers = list((tmp_path / "runs").glob("sweep-*/trials.json"))
+        if ledgers and '"complete"' in ledgers[0].read_text():
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    folder = sweep_folder(tmp_path)
+    assert f"mlp-sweep --resume {folder}" in stderr
+    before = json.loads((folder / "trials.json").read_text())["trials"]
+    finished = {
+        entry["number"]: entry["run_dir"] for entry in before if entry["status"] == "complete"
+    }
+    assert 1 <= len(finished) < 4
+
+    done = sweep("--resume", str(folder), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    after = {int(row["trial"]): row for row in results(folder)}
+    assert sorted(after) == [0, 1, 2, 3]
+    assert all(row["status"] == "complete" for row in after.values())
+    for number, run_dir in finished.items():
+        assert after[number]["run_dir"] == run_dir  # not run again
+    assert "already finished" in done.stdout
+
+
+@pytest.mark.slow
+def test_optuna_search_with_pruning(tmp_path, synthetic_source):
+    config = base_config(tmp_path, synthetic_source, epochs=3)
+    done = sweep(
+        "--config",
+        str(config),
+        "--search",
+        "optuna",
+        "--trials",
+        "6",
+        "--prune",
+        "--param",
+        "optimizer.lr=loguniform:1e-4:1e-1",
+        "--param",
+        "model.hidden=choice:[8],[16]",
+        "--workers",
+        "2",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    folder = sweep_folder(tmp_path)
+    rows = results(folder)
+    assert sorted(int(row["trial"]) for row in rows) == list(range(6))
+    assert {row["status"] for row in rows} <= {"complete", "pruned"}
+    assert all(row["model.hidden"] in ("[8]", "[16]") for row in rows)
+    assert all(1e-4 <= float(row["optimizer.lr"]) <= 0.1 for row in rows)
+    assert (folder / "study.db").exists() and (folder / "best_config.yaml").exists()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(tmp_path, synthetic_source):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    config = base_config(tmp_path, synthetic_source)
+    command = [
+        sys.executable,
+        "-m",
+        "mlptrain.cli.sweep",
+        "--config",
+        str(config),
+        "--search",
+        "optuna",
+        "--trials",
+        "6",
+        "--param",
+        "optimizer.lr=loguniform:1e-4:1e-1",
+        "--storage",
+        storage,
+        "--study",
+        "shared",
+    ]
+    machines = [tmp_path / "a", tmp_path / "b"]
+    for machine in machines:
+        machine.mkdir()
+    processes = [
+        subprocess.Popen(
+            [*command, "--name", machine.name],
+            cwd=machine,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for machine in machines
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr
+    ran = {}
+    for machine in (tmp_path / "runs").glob("sweep-*"):
+        for trial in (machine / "trials").iterdir():
+            number = int(trial.name.split("-")[1])
+            assert number not in ran, f"trial {number} ran twice"
+            ran[number] = machine.name
+    assert sorted(ran) == list(range(4))
+    assert len(set(ran.values())) == 2  # both sweeps took part
+    import optuna
+
+    study = optuna.load_study(study_name="shared", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.number for t in complete) == list(range(4))
