@@ -141,6 +141,8 @@ def _new_sweep(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
             prune=args.prune,
             storage=args.storage,
             study=args.study,
+            # Sweeps sharing a study must not draw the same "random" points in lockstep.
+            seed=None if args.storage else base.seed,
         )
     _prepare_data(base)
     name = args.name or base.name

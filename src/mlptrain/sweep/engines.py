@@ -178,16 +178,16 @@ class OptunaEngine:
         self.study = self._open_study(storage, study_name, pruner, seed)
         self.distributions = {spec.key: self._distribution(spec) for spec in specs}
 
-    def _open_study(self, storage: str, study_name: str, pruner, seed: int):
+    def _open_study(self, url: str, study_name: str, pruner, seed: int):
         optuna = self.optuna
-        url = storage
-        if storage.startswith("sqlite:"):
-            # Several processes may share one SQLite file: wait for its lock, don't fail.
-            storage = optuna.storages.RDBStorage(
-                storage, engine_kwargs={"connect_args": {"timeout": 60}}
-            )
-        for attempt in range(5):
+        for attempt in range(6):
             try:
+                storage: Any = url
+                if url.startswith("sqlite:"):
+                    # Several processes may share one SQLite file: wait for its lock.
+                    storage = optuna.storages.RDBStorage(
+                        url, engine_kwargs={"connect_args": {"timeout": 60}}
+                    )
                 return optuna.create_study(
                     storage=storage,
                     study_name=study_name,
@@ -198,7 +198,7 @@ class OptunaEngine:
                 )
             except Exception as exc:  # a bad URL, a missing driver, or a creation race
                 error = exc
-                time.sleep(0.5 * (attempt + 1))  # two sweeps creating one study at once
+                time.sleep(0.5 * (attempt + 1))  # two sweeps creating one database at once
         raise UsageError(f"cannot open the Optuna storage {url!r}: {error}") from None
 
     def _distribution(self, spec: ParamSpec):
