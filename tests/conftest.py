@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # Read before the autouse fixture below hides it from the code under test.
@@ -65,31 +66,48 @@ def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def tiny_config(tmp_path: Path, synthetic_source: Path) -> dict:
-    """A config document that trains in about a second on the synthetic data."""
+def config_document(
+    tmp_path: Path,
+    source: Path,
+    dataset: str = "fashion_mnist",
+    model: dict | None = None,
+    **training,
+) -> dict:
+    """A config on synthetic data in `source`, with data and runs inside `tmp_path`."""
     return {
         "name": "tiny",
         "seed": 3,
         "device": "cpu",
         "data": {
-            "dataset": "fashion_mnist",
+            "dataset": dataset,
             "root": str(tmp_path / "data"),
-            "source": str(synthetic_source),
+            "source": str(source),
             "verify": False,  # synthetic files cannot match the published checksums
         },
-        "model": {"hidden": [32]},
-        "training": {"epochs": 3, "batch_size": 32, "eval_batch_size": 64},
+        "model": model or {"hidden": [32]},
+        "training": {"epochs": 3, "batch_size": 32, "eval_batch_size": 64, **training},
         "output": {"runs_dir": str(tmp_path / "runs")},
     }
 
 
-def real_data_source() -> Path | None:
-    """The real datasets, if this machine has them (CI keeps them beside the checkout)."""
+def write_config(tmp_path: Path, document: dict, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, synthetic_source: Path) -> dict:
+    """A config document that trains in about a second on the synthetic data."""
+    return config_document(tmp_path, synthetic_source)
+
+
+def require_real_data() -> Path:
+    """The real datasets (CI keeps them beside the checkout); skips the test without them."""
     for candidate in (_AMBIENT_SOURCE, REPO.parent / "shared" / "datasets"):
         if candidate and (Path(candidate) / "mnist").is_dir():
             return Path(candidate).resolve()
-    return None
+    pytest.skip("no real datasets: ../shared/datasets is absent and MLPTRAIN_DATA_SOURCE unset")
 
 
 def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None):

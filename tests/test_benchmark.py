@@ -8,15 +8,13 @@ import sys
 
 import pytest
 
-from .conftest import REPO, real_data_source
+from .conftest import REPO, require_real_data
 
 
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_quick_benchmark_reports_every_contestant(tmp_path):
-    source = real_data_source()
-    if source is None:
-        pytest.skip("no real datasets: ../shared/datasets is absent and MLPTRAIN_DATA_SOURCE unset")
+    source = require_real_data()
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [

@@ -12,7 +12,7 @@ import yaml
 from mlptrain.checkpoint import load_checkpoint
 from mlptrain.config import validate
 
-from .conftest import REPO, real_data_source, run_cli
+from .conftest import REPO, config_document, require_real_data, run_cli, write_config
 
 RUN_FILES = {
     "config.yaml",
@@ -26,8 +26,7 @@ RUN_FILES = {
 
 
 def train(tmp_path: Path, config: dict, *args: str):
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(tmp_path, config)
     result = run_cli("train", "--config", str(path), *args, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     runs = sorted((tmp_path / "runs").iterdir())
@@ -39,20 +38,7 @@ def train(tmp_path: Path, config: dict, *args: str):
 def trained(tmp_path_factory, synthetic_source):
     """One real mlp-train run on the synthetic data, shared by the tests below."""
     tmp_path = tmp_path_factory.mktemp("cli")
-    config = {
-        "name": "tiny",
-        "seed": 3,
-        "device": "cpu",
-        "data": {
-            "dataset": "fashion_mnist",
-            "root": str(tmp_path / "data"),
-            "source": str(synthetic_source),
-            "verify": False,
-        },
-        "model": {"hidden": [32]},
-        "training": {"epochs": 3, "batch_size": 32, "eval_batch_size": 64},
-        "output": {"runs_dir": str(tmp_path / "runs")},
-    }
+    config = config_document(tmp_path, synthetic_source)
     result, run = train(tmp_path, config, "--set", "optimizer.lr=3e-3", "--name", "cli-test")
     return tmp_path, result, run
 
@@ -177,9 +163,7 @@ def test_cuda_on_a_machine_without_it(tmp_path, tiny_config):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_smoke_config_on_the_real_data(tmp_path):
-    source = real_data_source()
-    if source is None:
-        pytest.skip("no real datasets: ../shared/datasets is absent and MLPTRAIN_DATA_SOURCE unset")
+    source = require_real_data()
     result = run_cli(
         "train",
         "--config",

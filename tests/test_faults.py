@@ -27,7 +27,7 @@ from mlptrain.config import Config, load_config
 from mlptrain.errors import UsageError
 from mlptrain.fsutil import atomic_write_text
 
-from .conftest import REPO, write_dataset
+from .conftest import REPO, config_document, write_config, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +46,9 @@ def larger_source(tmp_path_factory) -> Path:
 
 
 def config_file(tmp_path: Path, source: Path, **training) -> Path:
-    document = {
-        "name": "fault",
-        "seed": 5,
-        "device": "cpu",
-        "data": {
-            "dataset": "mnist",
-            "root": str(tmp_path / "data"),
-            "source": str(source),
-            "verify": False,
-        },
-        "model": {"hidden": [64], "dropout": 0.1},
-        "training": {"epochs": 5, "batch_size": 8, **training},
-        "output": {"runs_dir": str(tmp_path / "runs")},
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
+    model = {"hidden": [64], "dropout": 0.1}
+    training = {"epochs": 5, "batch_size": 8, **training}
+    return write_config(tmp_path, config_document(tmp_path, source, "mnist", model, **training))
 
 
 def start_training(*args: str, cwd: Path) -> subprocess.Popen:

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mlptrain.checkpoint import load_checkpoint
 from mlptrain.config import load_config
 from mlptrain.errors import UsageError
 from mlptrain.sweep.spec import grid_points, parse_grid, parse_param, split_top_level
+
+from .conftest import config_document, write_config
 
 
 def test_values_split_outside_brackets_and_quotes():
@@ -87,22 +88,9 @@ def test_bad_params(text, message):
 
 
 def base_config(tmp_path: Path, source: Path, **training) -> Path:
-    document = {
-        "name": "sw",
-        "device": "cpu",
-        "data": {
-            "dataset": "mnist",
-            "root": str(tmp_path / "data"),
-            "source": str(source),
-            "verify": False,
-        },
-        "model": {"hidden": [16]},
-        "training": {"epochs": 2, "batch_size": 50, **training},
-        "output": {"runs_dir": str(tmp_path / "runs")},
-    }
-    path = tmp_path / "base.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
+    training = {"epochs": 2, "batch_size": 50, **training}
+    document = config_document(tmp_path, source, "mnist", {"hidden": [16]}, **training)
+    return write_config(tmp_path, document, "base.yaml")
 
 
 def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
