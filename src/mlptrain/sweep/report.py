@@ -163,19 +163,26 @@ def _heatmap(plt, keys: list[str], rows: list[dict[str, Any]]):
         y, x = ys.index(row["params"][keys[0]]), xs.index(row["params"][keys[1]])
         grid[y][x] = row["best_val_accuracy"]
     figure, axis = plt.subplots(figsize=(1.3 * len(xs) + 3, 0.7 * len(ys) + 2.2))
-    image = axis.imshow(grid, cmap="viridis", aspect="auto")
+    finite = sorted(value for line in grid for value in line if not math.isnan(value))
+    low, high = (finite[0], finite[-1]) if finite else (0.0, 1.0)
+    # One diverged trial must not wash out the differences among the good ones: the
+    # colours span the upper three quarters, and anything lower takes the darkest one.
+    if finite:
+        quartile = finite[len(finite) // 4]
+        low = max(low, quartile - (high - quartile) * 0.5)
+    image = axis.imshow(grid, cmap="viridis", aspect="auto", vmin=low, vmax=high)
     axis.set_xticks(range(len(xs)), [_display(x) for x in xs])
     axis.set_yticks(range(len(ys)), [_display(y) for y in ys])
     axis.set_xlabel(keys[1])
     axis.set_ylabel(keys[0])
-    finite = [value for line in grid for value in line if not math.isnan(value)]
-    middle = (min(finite) + max(finite)) / 2 if finite else 0
+    middle = (low + high) / 2
     for y, line in enumerate(grid):
         for x, value in enumerate(line):
             text = "failed" if math.isnan(value) else f"{value:.4f}"
             colour = "white" if math.isnan(value) or value < middle else "black"
             axis.text(x, y, text, ha="center", va="center", color=colour, fontsize=9)
-    figure.colorbar(image, ax=axis, label="best validation accuracy")
+    extend = "min" if finite and finite[0] < low else "neither"
+    figure.colorbar(image, ax=axis, label="best validation accuracy", extend=extend)
     axis.set_title("best validation accuracy")
     return figure
 
