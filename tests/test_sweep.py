@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -147,7 +148,11 @@ def test_grid_sweep_writes_every_output(tmp_path, synthetic_source):
     assert f"| 1 | {best['trial']} |" in table[2]
     assert is_png(folder / "sweep.png") and is_png(folder / "curves.png")
     best_config = load_config(folder / "best_config.yaml")
-    assert best_config == load_config(Path(best["run_dir"]) / "config.yaml")
+    trial_config = load_config(Path(best["run_dir"]) / "config.yaml")
+    assert trial_config.training.threads == max(1, (os.cpu_count() or 1) // 2)  # 2 workers
+    assert best_config.training.threads is None  # a run on its own uses them all
+    assert best_config.model == trial_config.model
+    assert best_config.optimizer == trial_config.optimizer
     # Every trial is an ordinary run folder: mlp-eval works on it.
     checkpoint = load_checkpoint(Path(best["run_dir"]) / "best.pt")
     assert checkpoint["config"]["optimizer"]["lr"] == float(best["optimizer.lr"])

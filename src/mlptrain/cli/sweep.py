@@ -206,6 +206,7 @@ def _run(folder: Path, settings: dict[str, Any], workers: int) -> int:
         folder=folder,
         base_config=folder / "base_config.yaml",
         keys=settings["keys"],
+        log_keys=_log_keys(settings),
         workers=workers,
         threads=max(1, (os.cpu_count() or 1) // workers),
     )
@@ -244,6 +245,21 @@ def _run(folder: Path, settings: dict[str, Any], workers: int) -> int:
         raise StopRun(f"interrupted; resume with: mlp-sweep --resume {folder}", 130)
     _summary(folder, log)
     return 0
+
+
+def _log_keys(settings: dict[str, Any]) -> frozenset[str]:
+    """Searched on a log scale, or grid values spanning more than 50x: plotted on one."""
+    if settings["mode"] == "optuna":
+        return frozenset(
+            spec["key"] for spec in settings["params"] if spec["kind"].startswith("log")
+        )
+    keys = set()
+    for key in settings["keys"]:
+        values = [point[key] for point in settings["points"]]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numbers and min(values) > 0 and max(values) / min(values) > 50:
+            keys.add(key)
+    return frozenset(keys)
 
 
 def validate_base(folder: Path) -> Config:

@@ -34,6 +34,7 @@ class SweepContext:
     folder: Path
     base_config: Path
     keys: list[str]  # the swept config keys, in order
+    log_keys: frozenset[str]  # keys whose plots use a log scale
     workers: int
     threads: int  # torch threads per trial
     stop: threading.Event = field(default_factory=threading.Event)
@@ -130,7 +131,7 @@ class GridEngine:
         with context.lock:
             entry.update(result)
             self._save()
-            write_reports(context.folder, context.keys, self.rows())
+            write_reports(context.folder, context.keys, self.rows(), context.log_keys)
         _log_result(entry["number"], context.describe(entry["params"]), result)
 
 
@@ -171,7 +172,7 @@ class OptunaEngine:
         self.context, self.specs, self.trials, self.prune = context, specs, trials, prune
         self.epochs = epochs  # the base config's; a swept training.epochs overrides it
         pruner = (
-            optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+            optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
             if prune
             else optuna.pruners.NopPruner()
         )
@@ -312,5 +313,5 @@ class OptunaEngine:
             else:
                 self.study.tell(trial, state=states.FAIL)
             with context.lock:
-                write_reports(context.folder, context.keys, self.rows())
+                write_reports(context.folder, context.keys, self.rows(), context.log_keys)
             _log_result(trial.number, context.describe(params), result)

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mlptrain.config import config_to_yaml, load_config
 from mlptrain.fsutil import atomic_write, atomic_write_text
 from mlptrain.sweep.spec import encode
 
@@ -49,12 +50,18 @@ def ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
 
 
-def write_reports(folder: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
+def write_reports(
+    folder: Path,
+    keys: list[str],
+    rows: list[dict[str, Any]],
+    log_keys: frozenset[str] = frozenset(),
+) -> None:
+    """All outputs from the finished trials' rows; `log_keys` are plotted on a log scale."""
     rows = sorted(rows, key=lambda row: row["trial"])
     write_results_csv(folder / "results.csv", keys, rows)
     atomic_write_text(folder / "results.md", results_markdown(keys, rows))
     if any(row.get("curve") for row in rows):
-        plot_sweep(folder / "sweep.png", keys, rows)
+        plot_sweep(folder / "sweep.png", keys, rows, log_keys)
         plot_curves(folder / "curves.png", rows)
     write_best_config(folder / "best_config.yaml", rows)
 
@@ -107,12 +114,16 @@ def write_best_config(path: Path, rows: list[dict[str, Any]]) -> None:
     )
     if best is None:
         return
-    config_text = (Path(best["run_dir"]) / "config.yaml").read_text(encoding="utf-8")
+    config = load_config(Path(best["run_dir"]) / "config.yaml")
+    # The sweep's threads per parallel worker is no setting for a run on its own.
+    config = config.model_copy(
+        update={"training": config.training.model_copy(update={"threads": None})}
+    )
     header = (
         f"# the best trial of this sweep: trial {best['trial']}, validation accuracy "
         f"{best['best_val_accuracy']:.4f} (epoch {best['best_epoch']}), run {best['run_dir']}\n"
     )
-    atomic_write_text(path, header + config_text)
+    atomic_write_text(path, header + config_to_yaml(config))
 
 
 def _pyplot():
@@ -133,7 +144,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def plot_sweep(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
+def plot_sweep(
+    path: Path, keys: list[str], rows: list[dict[str, Any]], log_keys: frozenset[str]
+) -> None:
     """Validation accuracy against each swept parameter; a heatmap for a full 2-key grid."""
     plt = _pyplot()
     scored = [row for row in rows if row.get("best_val_accuracy") is not None]
@@ -142,7 +155,7 @@ def plot_sweep(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
     else:
         figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
         for axis, key in zip(axes[0], keys, strict=True):
-            _scatter(axis, key, scored)
+            _scatter(axis, key, scored, key in log_keys)
         axes[0][0].set_ylabel("best validation accuracy")
         figure.suptitle(f"{len(scored)} trials: validation accuracy per parameter")
     figure.tight_layout()
@@ -197,14 +210,16 @@ def _ordered(values: list[Any]) -> list[Any]:
     return unique
 
 
-def _scatter(axis, key: str, rows: list[dict[str, Any]]) -> None:
+def _scatter(axis, key: str, rows: list[dict[str, Any]], log_scale: bool) -> None:
     values = [row["params"][key] for row in rows]
     scores = [row["best_val_accuracy"] for row in rows]
     if all(_is_number(value) for value in values):
         axis.scatter(values, scores, color="tab:blue")
-        positive = [value for value in values if value > 0]
-        if len(positive) == len(values) and max(values) / min(values) > 50:
+        if log_scale:
+            from matplotlib.ticker import NullFormatter
+
             axis.set_xscale("log")
+            axis.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide
     else:
         labels = _ordered(values)
         positions = [labels.index(value) for value in values]
