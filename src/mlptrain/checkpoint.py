@@ -35,6 +35,7 @@ def build_checkpoint(
     class_names: list[str],
     metrics: list[dict[str, Any]],
     rng: dict[str, Any] | None = None,
+    scheduler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything to rebuild the model, evaluate it, and resume training exactly.
 
@@ -48,7 +49,7 @@ def build_checkpoint(
         "model_spec": spec.to_dict(),
         "model_state": module.state_dict(),
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler_state": None,
+        "scheduler_state": scheduler,
         "epoch": epoch,
         "config": config,
         "dataset": config["data"]["dataset"],

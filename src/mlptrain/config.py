@@ -34,6 +34,13 @@ class SubsetConfig(_Section):
     test: int | None = Field(None, ge=1, description="images taken from the test set")
 
 
+class NormalizeConfig(_Section):
+    """Fixed input normalization, on the 0-1 pixel scale (tutorials use 0.5/0.5)."""
+
+    mean: float
+    std: float = Field(gt=0.0)
+
+
 class DataConfig(_Section):
     dataset: Literal[DATASETS] = "fashion_mnist"
     root: str = "data"
@@ -41,6 +48,21 @@ class DataConfig(_Section):
     verify: bool = True
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     subset: SubsetConfig | None = None
+    normalize: NormalizeConfig | None = None  # None: the training split's mean and std
+
+
+class AugmentConfig(_Section):
+    """Random affine changes of training images, per image, on the device; 0 means off."""
+
+    translate: float = Field(0.0, ge=0.0, le=14.0)  # pixels, each axis
+    rotate: float = Field(0.0, ge=0.0, le=180.0)  # degrees
+    scale: float = Field(0.0, ge=0.0, lt=1.0)  # zoom in [1 - scale, 1 + scale]
+    shear: float = Field(0.0, ge=0.0, lt=90.0)  # degrees
+    hflip: bool = False  # mirror half the images (clothes, not digits)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.translate or self.rotate or self.scale or self.shear or self.hflip)
 
 
 class ModelConfig(_Section):
@@ -62,18 +84,46 @@ class OptimizerConfig(_Section):
     lr: float = Field(0.001, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    nesterov: bool = False  # sgd with momentum
+    betas: tuple[float, float] | None = None  # adam / adamw; None: (0.9, 0.999)
 
     @model_validator(mode="after")
-    def _momentum_only_where_used(self) -> OptimizerConfig:
+    def _options_only_where_used(self) -> OptimizerConfig:
         if self.momentum and self.name not in OPTIMIZERS_WITH_MOMENTUM:
             raise ValueError(
                 f"momentum is used by {' and '.join(OPTIMIZERS_WITH_MOMENTUM)} only, "
                 f"not by {self.name}; remove it or choose another optimizer"
             )
+        if self.nesterov and (self.name != "sgd" or not self.momentum):
+            raise ValueError("nesterov needs optimizer.name: sgd and a momentum above 0")
+        if self.betas is not None:
+            if self.name not in ("adam", "adamw"):
+                raise ValueError(f"betas are used by adam and adamw only, not by {self.name}")
+            if not all(0.0 <= beta < 1.0 for beta in self.betas):
+                raise ValueError(f"betas must lie in [0, 1), got {list(self.betas)}")
         return self
 
 
+SCHEDULERS = ("none", "step", "cosine", "onecycle")
+
+
+class SchedulerConfig(_Section):
+    name: Literal[SCHEDULERS] = "none"
+    step_size: int = Field(10, ge=1)  # step: epochs between decays
+    gamma: float = Field(0.1, gt=0.0, le=1.0)  # step: the decay factor
+    warmup_epochs: float = Field(0.0, ge=0.0)  # cosine: linear warm-up from 0
+    min_lr: float = Field(0.0, ge=0.0)  # cosine: the final learning rate
+    max_lr: float | None = Field(None, gt=0.0)  # onecycle: the peak (None: optimizer.lr)
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0)  # onecycle: share of steps rising
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int = Field(ge=1)  # epochs without improvement before stopping
+    min_delta: float = Field(0.0, ge=0.0)  # the least val accuracy gain that counts
+
+
 AMP_MODES = ("none", "bf16")
+BEST_BY = ("val_accuracy", "val_loss")
 NONFINITE_ACTIONS = ("stop", "skip_batch")
 
 
@@ -86,6 +136,10 @@ class TrainingConfig(_Section):
     on_nonfinite: Literal[NONFINITE_ACTIONS] = "stop"
     deterministic: bool = False  # PyTorch's deterministic algorithms
     threads: int | None = Field(None, ge=1)  # CPU threads for torch; None: torch's default
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    grad_clip: float | None = Field(None, gt=0.0)  # max gradient norm
+    early_stopping: EarlyStoppingConfig | None = None
+    select_best_by: Literal[BEST_BY] = "val_accuracy"
 
 
 class OutputConfig(_Section):
@@ -99,8 +153,19 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _schedule_fits_the_optimizer(self) -> Config:
+        if self.scheduler.name == "cosine" and self.scheduler.min_lr >= self.optimizer.lr:
+            raise ValueError(
+                f"scheduler.min_lr {self.scheduler.min_lr:g} must be below optimizer.lr "
+                f"{self.optimizer.lr:g}: the cosine schedule decays from one to the other"
+            )
+        return self
 
 
 # --- YAML -------------------------------------------------------------------------------
@@ -303,6 +368,8 @@ def _describe_error(key: str, error: dict[str, Any]) -> str:
         allowed = re.findall(r"'([^']*)'", error["ctx"]["expected"])
         hint = _did_you_mean(str(given), allowed)
         return f"{key}: {given!r} is not one of: {', '.join(allowed)}{hint}"
+    if kind == "missing":
+        return f"{key} is required"
     if kind == "string_pattern_mismatch":
         return f"{key}: {given!r} is not allowed here ({_PATTERN_HINTS.get(key, 'bad format')})"
     message = str(error["msg"]).removeprefix("Value error, ")

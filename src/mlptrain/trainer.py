@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlptrain.datasets import DataSplits, Split, batches
-from mlptrain.optim import current_lr
+from mlptrain.optim import Schedule, current_lr
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,34 @@ class EvalResult:
         return int(self.labels.shape[0])
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    amp_dtype: torch.dtype | None = None  # autocast dtype, None for full precision
+    on_nonfinite: str = "stop"  # "stop" | "skip_batch"
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max gradient norm
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # training batches only
+    select_best_by: str = "val_accuracy"  # or "val_loss"
+    patience: int | None = None  # early stopping: epochs without val accuracy gain
+    min_delta: float = 0.0  # early stopping: the least gain that counts
+
+
 @dataclass
 class FitResult:
+    settings: LoopSettings
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
-    best_val_accuracy: float | None = None
+    best_score: float | None = None  # by settings.select_best_by; higher is better
+    stale_epochs: int = 0  # epochs since validation accuracy last improved by min_delta
+    top_accuracy: float | None = None
+    stopped_early: bool = False
+
+    @property
+    def best_val_accuracy(self) -> float | None:
+        return self.history[self.best_epoch - 1].get("val_accuracy") if self.best_epoch else None
 
     def add(self, record: dict[str, Any]) -> bool:
         """Append an epoch's record; True when it is the new best (the first best on ties).
@@ -46,21 +70,23 @@ class FitResult:
         """
         self.history.append(record)
         accuracy = record.get("val_accuracy")
-        is_best = accuracy is None or (
-            self.best_val_accuracy is None or accuracy > self.best_val_accuracy
-        )
-        if is_best:
-            self.best_epoch, self.best_val_accuracy = record["epoch"], accuracy
-        return is_best
+        if accuracy is None:
+            self.best_epoch = record["epoch"]
+            return True
+        if self.top_accuracy is None or accuracy > self.top_accuracy + self.settings.min_delta:
+            self.top_accuracy, self.stale_epochs = accuracy, 0
+        else:
+            self.stale_epochs += 1
+        score = accuracy if self.settings.select_best_by == "val_accuracy" else -record["val_loss"]
+        if self.best_score is None or score > self.best_score:
+            self.best_epoch, self.best_score = record["epoch"], score
+            return True
+        return False
 
-
-@dataclass(frozen=True)
-class LoopSettings:
-    epochs: int
-    batch_size: int
-    eval_batch_size: int
-    amp_dtype: torch.dtype | None = None  # autocast dtype, None for full precision
-    on_nonfinite: str = "stop"  # "stop" | "skip_batch"
+    @property
+    def should_stop_early(self) -> bool:
+        patience = self.settings.patience
+        return patience is not None and self.stale_epochs >= patience
 
 
 class TrainingInterrupted(Exception):
@@ -112,9 +138,11 @@ def train_one_epoch(
     generator: torch.Generator,
     hooks: Hooks | None = None,
     epoch: int = 1,
+    schedule: Schedule | None = None,
 ) -> dict[str, float]:
     """One shuffled pass over `split`; returns mean loss, accuracy, seconds and samples/s."""
     hooks = hooks or Hooks()
+    schedule = schedule or Schedule()
     device = split.labels.device
     skip_nonfinite = settings.on_nonfinite == "skip_batch"
     # Where reading a value costs nothing (CPU) the loss is checked every batch; on a GPU
@@ -131,9 +159,11 @@ def train_one_epoch(
     for batch, (images, labels) in enumerate(batches(split, settings.batch_size, order), 1):
         if len(labels) < 2 and seen:
             continue  # batch norm cannot train on one sample; a trailing single is dropped
+        if settings.augment is not None:
+            images = settings.augment(images)
         with autocast(device, settings.amp_dtype):
             logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
         if skip_nonfinite or check_every == 1:
             if not math.isfinite(loss.item()):  # with skip_batch, a sync per step on a GPU
                 if not skip_nonfinite:
@@ -146,7 +176,10 @@ def train_one_epoch(
                 raise NonFiniteLoss(epoch, int(first_bad.item()), current_lr(optimizer))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if settings.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
+        schedule.batch_end()
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
@@ -202,6 +235,7 @@ def fit(
     hooks: Hooks | None = None,
     start_epoch: int = 1,
     history: list[dict[str, Any]] | None = None,
+    schedule: Schedule | None = None,
 ) -> FitResult:
     """Train epochs `start_epoch`..`settings.epochs`, validating after each.
 
@@ -209,7 +243,8 @@ def fit(
     draws each epoch's batch order (its state is part of a resumable checkpoint).
     """
     hooks = hooks or Hooks()
-    result = FitResult()
+    schedule = schedule or Schedule()
+    result = FitResult(settings)
     for record in history or []:
         result.add(record)
     batch_count = math.ceil(len(splits.train) / settings.batch_size)
@@ -218,13 +253,19 @@ def fit(
         start = time.perf_counter()
         record: dict[str, Any] = {"epoch": epoch, "lr": current_lr(optimizer)}
         record.update(
-            train_one_epoch(model, optimizer, splits.train, settings, generator, hooks, epoch)
+            train_one_epoch(
+                model, optimizer, splits.train, settings, generator, hooks, epoch, schedule
+            )
         )
+        schedule.epoch_end()
         if splits.val is not None:
             val = evaluate(model, splits.val, settings.eval_batch_size, settings.amp_dtype)
             record.update(val_loss=val.loss, val_accuracy=val.accuracy)
         record["epoch_seconds"] = time.perf_counter() - start
         hooks.epoch_end(record, result.add(record))
+        if result.should_stop_early and epoch < settings.epochs:
+            result.stopped_early = True
+            break
         if hooks.should_stop() and epoch < settings.epochs:
             raise TrainingInterrupted(epoch, None)
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from mlptrain.augment import RandomAffine
 from mlptrain.checkpoint import (
     build_checkpoint,
     load_checkpoint,
@@ -35,7 +37,7 @@ from mlptrain.datasets import DataSplits, load_splits, pixel_stats
 from mlptrain.errors import StopRun, UsageError
 from mlptrain.metrics import format_report, summarize
 from mlptrain.model import MLP, ModelSpec
-from mlptrain.optim import build_optimizer
+from mlptrain.optim import Schedule, build_optimizer, build_schedule
 from mlptrain.rundir import RunDir, write_evaluation
 from mlptrain.runtime import (
     resolve_amp,
@@ -86,6 +88,7 @@ class Session:
     model: MLP  # what checkpoints save
     trained_model: torch.nn.Module  # the model, or its torch.compile wrapper
     optimizer: torch.optim.Optimizer
+    schedule: Schedule
     generator: torch.Generator  # draws the batch order
     settings: LoopSettings
 
@@ -100,7 +103,8 @@ def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
     seed_everything(config.seed)
     splits = load_splits(config.data, config.seed, device)
     if spec is None:
-        mean, std = pixel_stats(splits.train)
+        fixed = config.data.normalize
+        mean, std = (fixed.mean, fixed.std) if fixed else pixel_stats(splits.train)
         spec = ModelSpec(
             hidden=tuple(config.model.hidden),
             activation=config.model.activation,
@@ -112,12 +116,21 @@ def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
     model = MLP(spec).to(device)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     training = config.training
+    steps_per_epoch = math.ceil(len(splits.train) / training.batch_size)
+    schedule = build_schedule(optimizer, config.scheduler, training.epochs, steps_per_epoch)
+    stopping = training.early_stopping
     settings = LoopSettings(
         epochs=training.epochs,
         batch_size=training.batch_size,
         eval_batch_size=training.eval_batch_size,
         amp_dtype=amp_dtype,
         on_nonfinite=training.on_nonfinite,
+        label_smoothing=training.label_smoothing,
+        grad_clip=training.grad_clip,
+        augment=RandomAffine(config.augment) if config.augment.enabled else None,
+        select_best_by=training.select_best_by,
+        patience=stopping.patience if stopping else None,
+        min_delta=stopping.min_delta if stopping else 0.0,
     )
     return Session(
         config=config,
@@ -127,6 +140,7 @@ def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
         # The compiled wrapper shares the parameters; checkpoints save the plain module.
         trained_model=torch.compile(model) if training.compile else model,
         optimizer=optimizer,
+        schedule=schedule,
         generator=torch.Generator().manual_seed(config.seed),
         settings=settings,
     )
@@ -181,6 +195,7 @@ class RunHooks(Hooks):
             class_names=self.class_names,
             metrics=self.history,
             rng=rng_state(self.session.generator),
+            scheduler=self.session.schedule.state_dict(),
         )
         names = ["last.pt", "best.pt"] if is_best else ["last.pt"]
         for name in names:
@@ -325,6 +340,7 @@ def resume(
     session = build_session(config, ModelSpec.from_dict(checkpoint["model_spec"]))
     session.model.load_state_dict(checkpoint["model_state"])
     session.optimizer.load_state_dict(checkpoint["optimizer_state"])
+    session.schedule.load_state_dict(checkpoint.get("scheduler_state"))
     restore_rng_state(checkpoint["rng"], session.generator)
 
     run = RunDir(run_path)
@@ -358,7 +374,16 @@ def _resumed_config(
                 f"mlp-train --config {run_path / 'config.yaml'} --set ..."
             )
         set_key(document, parts, value, origin)
-    return validate(document, f"config of {run_path}")
+    config = validate(document, f"config of {run_path}")
+    if config.training.epochs != stored["training"]["epochs"] and config.scheduler.name in (
+        "cosine",
+        "onecycle",
+    ):
+        raise UsageError(
+            f"training.epochs cannot change when resuming a run with the {config.scheduler.name} "
+            "schedule: its learning rates are planned over the original number of epochs"
+        )
+    return config
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -384,6 +409,7 @@ def _fit_and_test(
                 hooks=hooks,
                 start_epoch=start_epoch,
                 history=list(hooks.history),
+                schedule=session.schedule,
             )
         except TrainingInterrupted as exc:
             hooks.close_bar()
@@ -392,6 +418,15 @@ def _fit_and_test(
             hooks.close_bar()
             raise _nonfinite(exc, hooks, log) from None
     fit_seconds = time.perf_counter() - start
+    if result.stopped_early:
+        stopping = session.config.training.early_stopping
+        log.info(
+            "stopped early after epoch %d: validation accuracy has not improved by more than "
+            "%g for %d epochs; testing best.pt",
+            len(result.history),
+            stopping.min_delta,
+            stopping.patience,
+        )
     return _test_best(session, run, result, log, fit_seconds)
 
 
@@ -414,7 +449,7 @@ def _interrupted(
 
 
 def _nonfinite(exc: NonFiniteLoss, hooks: RunHooks, log: logging.Logger) -> StopRun:
-    best = FitResult()
+    best = FitResult(hooks.session.settings)
     for record in hooks.history:
         best.add(record)
     kept = (

@@ -1,0 +1,56 @@
+"""Random affine changes of whole batches of images, on their device, in one grid sample."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mlptrain.config import AugmentConfig
+
+
+class RandomAffine:
+    """Rotation, shear, zoom, translation and mirroring, drawn per image.
+
+    Takes uint8 (0-255) or float (0-1) images of N x 28 x 28 and returns floats on the
+    0-1 scale, which the model normalizes like raw pixels. Uncovered corners are black,
+    the background of both datasets.
+    """
+
+    def __init__(self, config: AugmentConfig) -> None:
+        self.config = config
+
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        config = self.config
+        count, height, width = images.shape
+        device = images.device
+        pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+        def uniform(*shape: int) -> torch.Tensor:  # in [-1, 1)
+            return torch.rand(*shape, generator=generator, device=device) * 2.0 - 1.0
+
+        angle = uniform(count) * math.radians(config.rotate)
+        shear = uniform(count) * math.radians(config.shear)
+        zoom = 1.0 + uniform(count) * config.scale
+        shift = uniform(count, 2) * (
+            2.0 * config.translate / torch.tensor([width, height], device=device)
+        )
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # affine_grid maps output coordinates to where they are sampled from the input.
+        theta = torch.zeros(count, 2, 3, device=device)
+        theta[:, 0, 0] = cos / zoom
+        theta[:, 0, 1] = (-sin + torch.tan(shear) * cos) / zoom
+        theta[:, 1, 0] = sin / zoom
+        theta[:, 1, 1] = (cos + torch.tan(shear) * sin) / zoom
+        theta[:, :, 2] = shift
+        if config.hflip:
+            flip = torch.rand(count, generator=generator, device=device) < 0.5
+            theta[:, 0, :2] = torch.where(flip[:, None], -theta[:, 0, :2], theta[:, 0, :2])
+        grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+        moved = F.grid_sample(
+            pixels.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        return moved.squeeze(1)
