@@ -22,6 +22,11 @@ RUN_FILES = {
     "test_metrics.json",
     "confusion_matrix.csv",
     "train.log",
+    "curves.png",
+    "confusion_matrix.png",
+    "misclassified.png",
+    "samples.png",
+    "report.md",
 }
 
 
@@ -94,6 +99,17 @@ def test_confusion_matrix_csv(trained):
     assert counts == json.loads((run / "test_metrics.json").read_text())["n"]
 
 
+def test_pictures_and_report(trained):
+    _, _, run = trained
+    for name in ("curves.png", "confusion_matrix.png", "misclassified.png", "samples.png"):
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (run / "report.md").read_text()
+    accuracy = json.loads((run / "test_metrics.json").read_text())["accuracy"]
+    assert f"Test accuracy **{accuracy:.4f}**" in report
+    assert "![curves.png](curves.png)" in report and "| Ankle boot |" in report
+    assert "```yaml" in report
+
+
 def test_eval_reproduces_the_recorded_test_accuracy(trained):
     tmp_path, _, run = trained
     recorded = json.loads((run / "test_metrics.json").read_text())
@@ -104,8 +120,13 @@ def test_eval_reproduces_the_recorded_test_accuracy(trained):
     assert printed["loss"] == pytest.approx(recorded["loss"], rel=1e-6)
     assert printed["confusion_matrix"] == recorded["confusion_matrix"]
     assert printed["n"] == recorded["n"]
-    assert (run / "eval_test_metrics.json").exists()
-    assert (run / "eval_test_confusion_matrix.csv").exists()
+    for name in (
+        "metrics.json",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "misclassified.png",
+    ):
+        assert (run / f"eval_test_{name}").exists(), name
 
 
 def test_eval_val_split_matches_the_training_record(trained):

@@ -28,6 +28,7 @@ class EvalResult:
     accuracy: float
     predictions: torch.Tensor  # int64 on the CPU
     labels: torch.Tensor  # int64 on the CPU
+    confidences: torch.Tensor  # the predicted class's probability, on the CPU
 
     @property
     def n(self) -> int:
@@ -209,12 +210,14 @@ def evaluate(
     model.eval()
     device = split.labels.device
     loss_sum = torch.zeros((), device=device)
-    predictions = []
+    predictions, confidences = [], []
     for images, labels in batches(split, batch_size):
         with autocast(device, amp_dtype):
             logits = model(images)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        predictions.append(logits.argmax(dim=1))
+        confidence, predicted = logits.float().softmax(dim=1).max(dim=1)
+        predictions.append(predicted)
+        confidences.append(confidence)
     predicted = torch.cat(predictions).cpu()
     labels = split.labels.cpu()
     return EvalResult(
@@ -222,6 +225,7 @@ def evaluate(
         accuracy=(predicted == labels).sum().item() / len(split),
         predictions=predicted,
         labels=labels,
+        confidences=torch.cat(confidences).cpu(),
     )
 
 

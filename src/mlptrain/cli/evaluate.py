@@ -86,6 +86,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
             f"eval_{args.split}_confusion_matrix.csv",
             summary,
         )
+        _write_pictures(out, args.split, split, result, summary, path)
     except OSError as exc:
         raise UsageError(f"cannot write results into {out}: {exc.strerror}") from None
     if args.json:
@@ -98,6 +99,24 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         )
         print(f"results written to {out}")
     return 0
+
+
+def _write_pictures(out: Path, name: str, split, result, summary: dict, path: Path) -> None:
+    from mlptrain import reports
+
+    names = summary["class_names"]
+    title = f"{name} split, {path.name} (epoch {summary.get('epoch')})"
+    reports.plot_confusion(
+        out / f"eval_{name}_confusion_matrix.png", summary["confusion_matrix"], names, title
+    )
+    reports.plot_misclassified(
+        out / f"eval_{name}_misclassified.png",
+        split.images,
+        result.labels,
+        result.predictions,
+        result.confidences,
+        names,
+    )
 
 
 if __name__ == "__main__":

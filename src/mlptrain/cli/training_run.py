@@ -467,6 +467,40 @@ def _nonfinite(exc: NonFiniteLoss, hooks: RunHooks, log: logging.Logger) -> Stop
     return StopRun(message, EXIT_NONFINITE)
 
 
+def _write_pictures(
+    session: Session, run: RunDir, result: FitResult, test: Any, summary: dict[str, Any]
+) -> None:
+    from mlptrain import reports  # matplotlib: only once there is something to draw
+
+    names = list(session.splits.info.class_names)
+    splits = session.splits
+    reports.plot_curves(run.path / "curves.png", result.history, result.best_epoch)
+    reports.plot_confusion(
+        run.path / "confusion_matrix.png",
+        summary["confusion_matrix"],
+        names,
+        f"{splits.info.title} test set, best.pt (epoch {result.best_epoch})",
+    )
+    reports.plot_misclassified(
+        run.path / "misclassified.png",
+        splits.test.images,
+        test.labels,
+        test.predictions,
+        test.confidences,
+        names,
+    )
+    reports.plot_samples(run.path / "samples.png", splits.train.images, splits.train.labels, names)
+    pictures = ["curves.png", "confusion_matrix.png", "misclassified.png", "samples.png"]
+    reports.write_report(
+        run.path / "report.md",
+        config_to_yaml(session.config),
+        result.history,
+        result.best_epoch,
+        summary,
+        pictures,
+    )
+
+
 def _test_best(
     session: Session, run: RunDir, result: FitResult, log: logging.Logger, fit_seconds: float
 ) -> TrainingOutcome:
@@ -484,6 +518,7 @@ def _test_best(
         dataset=session.splits.info.name,
     )
     write_evaluation(run.path, "test_metrics.json", "confusion_matrix.csv", summary)
+    _write_pictures(session, run, result, test, summary)
     log.info("test set, best.pt (epoch %d):\n%s", result.best_epoch, format_report(summary))
     log.info("run folder: %s  test accuracy: %.4f", run.path, test.accuracy)
     return TrainingOutcome(
