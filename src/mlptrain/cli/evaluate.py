@@ -24,6 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1000, metavar="N")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
+        "--rotate",
+        type=float,
+        default=0.0,
+        metavar="DEG",
+        help="also evaluate on images rotated at random by up to DEG degrees",
+    )
+    parser.add_argument(
+        "--shift",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="also evaluate on images shifted at random by up to PX pixels",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --rotate/--shift")
+    parser.add_argument(
         "--no-verify",
         action="store_true",
         help="accept dataset files whose checksums differ from the published ones",
@@ -51,6 +66,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         log.handlers[0].setStream(sys.stderr)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not (0 <= args.rotate <= 180 and 0 <= args.shift <= 14):
+        raise UsageError("--rotate takes 0 to 180 degrees and --shift 0 to 14 pixels")
     path = Path(args.checkpoint)
     checkpoint = load_checkpoint(path)
     document = dict(checkpoint["config"])
@@ -77,6 +94,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         epoch=checkpoint.get("epoch"),
         dataset=config.data.dataset,
     )
+    if args.rotate or args.shift:
+        summary["perturbed"] = _perturbed(model, split, args)
     out = Path(args.out) if args.out else path.parent
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -97,8 +116,41 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
             f"{args.split} accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
             f"({result.n:,} images, {path}, epoch {checkpoint.get('epoch')})"
         )
+        if "perturbed" in summary:
+            perturbed = summary["perturbed"]
+            print(
+                f"perturbed ({perturbed['description']}): accuracy {perturbed['accuracy']:.4f}  "
+                f"loss {perturbed['loss']:.4f}  (clean: {result.accuracy:.4f})"
+            )
         print(f"results written to {out}")
     return 0
+
+
+def _perturbed(model, split, args: argparse.Namespace) -> dict:
+    """Accuracy on the split's images rotated and shifted at random (seeded)."""
+    import torch
+
+    from mlptrain.augment import RandomAffine
+    from mlptrain.config import AugmentConfig
+    from mlptrain.datasets import Split
+    from mlptrain.trainer import evaluate
+
+    change = RandomAffine(AugmentConfig(rotate=args.rotate, translate=args.shift))
+    generator = torch.Generator(device=split.images.device).manual_seed(args.seed)
+    perturbed = evaluate(
+        model, Split(change(split.images, generator), split.labels), args.batch_size
+    )
+    parts = [f"rotated up to {args.rotate:g} degrees"] if args.rotate else []
+    parts += [f"shifted up to {args.shift:g} pixels"] if args.shift else []
+    return {
+        "rotate": args.rotate,
+        "shift": args.shift,
+        "seed": args.seed,
+        "description": ", ".join(parts) + f", seed {args.seed}",
+        "accuracy": perturbed.accuracy,
+        "loss": perturbed.loss,
+        "n": perturbed.n,
+    }
 
 
 def _write_pictures(out: Path, name: str, split, result, summary: dict, path: Path) -> None:

@@ -1,0 +1,96 @@
+"""mlp-predict on image files, and mlp-eval on perturbed images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlptrain.cli.evaluate import main as eval_main
+from mlptrain.cli.predict import main as predict_main
+from mlptrain.cli.train import main as train_main
+
+from .conftest import config_document, synthetic_images, write_config
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, synthetic_source):
+    tmp_path = tmp_path_factory.mktemp("predict")
+    document = config_document(tmp_path, synthetic_source, "mnist", epochs=3)
+    assert train_main(["--config", str(write_config(tmp_path, document)), "--quiet"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    return run / "best.pt"
+
+
+def test_predicts_files_and_folders_and_reports_unreadable_ones(tmp_path, checkpoint, capsys):
+    labels = np.array([3, 7])
+    images = synthetic_images(labels, np.random.default_rng(0))
+    Image.fromarray(images[0]).save(tmp_path / "three.png")
+    folder = tmp_path / "more"
+    folder.mkdir()
+    # Dark strokes on white, ten times the size, as a scan or a drawing app makes them.
+    big = Image.fromarray(255 - images[1]).resize((280, 280), Image.Resampling.NEAREST)
+    big.save(folder / "seven.jpg", quality=95)
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    capsys.readouterr()
+    status = predict_main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            str(tmp_path / "three.png"),
+            str(folder),
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert status == 1  # one file failed
+    assert "cannot read" in captured.err and "broken.png" in captured.err
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [file_name(line["path"]) for line in lines] == ["three.png", "seven.jpg"]
+    for line, label in zip(lines, labels, strict=True):
+        assert len(line["top"]) == 3
+        probabilities = [entry["probability"] for entry in line["top"]]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert line["top"][0]["index"] == label
+        assert line["top"][0]["class"] == str(label)
+
+
+def file_name(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def test_plain_output_and_top_k(tmp_path, checkpoint, capsys):
+    image = synthetic_images(np.array([5]), np.random.default_rng(1))[0]
+    Image.fromarray(image).save(tmp_path / "five.png")
+    capsys.readouterr()
+    assert (
+        predict_main(["--checkpoint", str(checkpoint), str(tmp_path / "five.png"), "--top-k", "1"])
+        == 0
+    )
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"{tmp_path / 'five.png'}: 5 (") and out.count("(") == 1
+
+
+def test_bad_checkpoint_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "x.pt").write_bytes(b"nope")
+    assert predict_main(["--checkpoint", str(tmp_path / "x.pt"), "a.png"]) == 2
+
+
+def test_eval_on_rotated_and_shifted_images(checkpoint, capsys):
+    capsys.readouterr()
+    assert eval_main(["--checkpoint", str(checkpoint), "--json"]) == 0
+    clean = json.loads(capsys.readouterr().out)
+    assert "perturbed" not in clean
+    arguments = ["--checkpoint", str(checkpoint), "--json", "--rotate", "45", "--shift", "6"]
+    assert eval_main(arguments) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["accuracy"] == clean["accuracy"]
+    perturbed = first["perturbed"]
+    assert (perturbed["rotate"], perturbed["shift"], perturbed["n"]) == (45, 6, clean["n"])
+    assert perturbed["accuracy"] < clean["accuracy"]  # bars moved by 6 px are other classes
+    assert eval_main(arguments) == 0
+    assert json.loads(capsys.readouterr().out)["perturbed"] == perturbed  # seeded
+    assert eval_main(["--checkpoint", str(checkpoint), "--rotate", "400"]) == 2
