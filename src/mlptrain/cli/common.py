@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
@@ -49,6 +50,23 @@ def log_to_file(logger: logging.Logger, path: Path) -> None:
             for record in handler.records:
                 file_handler.handle(record)
     logger.addHandler(file_handler)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--config, --set, --name, --data-source: where a run's config comes from."""
+    parser.add_argument("--config", metavar="FILE", help=f"{what} (default: all defaults)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key by dotted path; VALUE is YAML (repeatable)",
+    )
+    parser.add_argument("--name", help="name prefix of the folder (the config's `name`)")
+    parser.add_argument(
+        "--data-source", metavar="DIR", help="folder holding the four IDX files (offline import)"
+    )
 
 
 def run_command(prog: str, body: Callable[[], int]) -> int:

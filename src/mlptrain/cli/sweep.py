@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlptrain.cli.common import log_to_file, run_command, setup_logging
+from mlptrain.cli.common import add_config_arguments, log_to_file, run_command, setup_logging
 from mlptrain.config import (
     Config,
     apply_overrides,
@@ -39,15 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  mlp-sweep --resume runs/sweep-fashion-mlp-20261122-101500",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="FILE", help="the base config of every trial")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a base config key (repeatable)",
-    )
+    add_config_arguments(parser, "the base config of every trial")
     parser.add_argument(
         "--grid",
         action="append",
@@ -69,8 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--prune", action="store_true", help="stop unpromising Optuna trials early (median rule)"
     )
     parser.add_argument("--workers", type=int, help="trials run in parallel (default 1)")
-    parser.add_argument("--name", help="sweep name (default: the config's name)")
-    parser.add_argument("--data-source", metavar="DIR", help="offline dataset folder")
     parser.add_argument(
         "--storage",
         metavar="URL",

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlptrain.cli.common import run_command, setup_logging
+from mlptrain.cli.common import add_config_arguments, run_command, setup_logging
 from mlptrain.config import config_to_yaml, load_config
 
 
@@ -18,19 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: mlp-train --config configs/mnist.yaml --set optimizer.lr=0.01 "
         "--set model.hidden=[256,128] --name lr-test",
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML config (default: all defaults)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key by dotted path; VALUE is YAML (repeatable)",
-    )
-    parser.add_argument("--name", help="run name prefix (the config's `name`)")
-    parser.add_argument(
-        "--data-source", metavar="DIR", help="folder holding the four IDX files (offline import)"
-    )
+    add_config_arguments(parser, "the YAML config")
     parser.add_argument(
         "--no-verify",
         action="store_true",

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from mlptrain.config import config_to_yaml, load_config
-from mlptrain.fsutil import atomic_write, atomic_write_text
+from mlptrain.fsutil import atomic_write_text
+from mlptrain.reports import pyplot, save
 from mlptrain.sweep.spec import encode
 
 SUMMARY_COLUMNS = (
@@ -126,20 +127,6 @@ def write_best_config(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, header + config_to_yaml(config))
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure, path: Path) -> None:
-    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
-    _pyplot().close(figure)
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -148,7 +135,7 @@ def plot_sweep(
     path: Path, keys: list[str], rows: list[dict[str, Any]], log_keys: frozenset[str]
 ) -> None:
     """Validation accuracy against each swept parameter; a heatmap for a full 2-key grid."""
-    plt = _pyplot()
+    plt = pyplot()
     scored = [row for row in rows if row.get("best_val_accuracy") is not None]
     if len(keys) == 2 and _is_full_grid(keys, rows):
         figure = _heatmap(plt, keys, scored)
@@ -159,7 +146,7 @@ def plot_sweep(
         axes[0][0].set_ylabel("best validation accuracy")
         figure.suptitle(f"{len(scored)} trials: validation accuracy per parameter")
     figure.tight_layout()
-    _save(figure, path)
+    save(figure, path)
 
 
 def _is_full_grid(keys: list[str], rows: list[dict[str, Any]]) -> bool:
@@ -240,7 +227,7 @@ def _scatter(axis, key: str, rows: list[dict[str, Any]], log_scale: bool) -> Non
 
 def plot_curves(path: Path, rows: list[dict[str, Any]]) -> None:
     """Validation accuracy per epoch of every trial, the best one highlighted."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     best = next((row for row in ranked(rows) if row.get("curve")), None)
     for row in rows:
@@ -260,4 +247,4 @@ def plot_curves(path: Path, rows: list[dict[str, Any]]) -> None:
     )
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    _save(figure, path)
+    save(figure, path)
