@@ -58,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1, help="report the median of N runs")
     parser.add_argument("--amp", default="none", help="mlptrain's training.amp (bf16: CUDA)")
     parser.add_argument("--compile", action="store_true", help="mlptrain's training.compile")
+    parser.add_argument(
+        "--augment",
+        type=float,
+        nargs=2,
+        metavar=("PX", "DEG"),
+        help="mlptrain with augment.translate PX and augment.rotate DEG (its cost)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-source", default=None)
     parser.add_argument("--data-root", default=str(REPO / "data"))
@@ -200,6 +207,7 @@ def mlptrain_config(args: argparse.Namespace, runs_dir: str, **data: Any):
             "device": args.device,
             "data": {"dataset": args.dataset, "root": args.data_root, "subset": subset, **data},
             "model": {"hidden": args.hidden},
+            "augment": dict(zip(("translate", "rotate"), args.augment or (0, 0), strict=True)),
             "optimizer": {"name": "adam", "lr": args.lr},
             "training": {
                 "epochs": args.epochs,
