@@ -27,7 +27,7 @@ from mlptrain.config import Config, load_config
 from mlptrain.errors import UsageError
 from mlptrain.fsutil import atomic_write_text
 
-from .conftest import REPO, config_document, write_config, write_dataset
+from .conftest import REPO, config_document, run_cli, write_config, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +88,7 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(tmp_path, larger_source
     whole_dir, parts_dir = tmp_path / "whole", tmp_path / "parts"
     whole_dir.mkdir(), parts_dir.mkdir()
     config = config_file(whole_dir, larger_source)
-    whole = subprocess.run(
-        [sys.executable, "-m", "mlptrain.cli.train", "--config", str(config), "--quiet"],
-        cwd=whole_dir,
-        capture_output=True,
-        text=True,
-    )
+    whole = run_cli("train", "--config", str(config), "--quiet", cwd=whole_dir)
     assert whole.returncode == 0, whole.stderr
 
     config = config_file(parts_dir, larger_source)
@@ -110,12 +105,7 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(tmp_path, larger_source
     assert "SIGINT received" in (run / "train.log").read_text()
     assert not leftovers(run)
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "mlptrain.cli.train", "--resume", str(run), "--quiet"],
-        cwd=parts_dir,
-        capture_output=True,
-        text=True,
-    )
+    resumed = run_cli("train", "--resume", str(run), "--quiet", cwd=parts_dir)
     assert resumed.returncode == 0, resumed.stderr
     (whole_run,) = (whole_dir / "runs").iterdir()
     expected, got = load_checkpoint(whole_run / "last.pt"), load_checkpoint(run / "last.pt")

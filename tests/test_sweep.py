@@ -18,7 +18,7 @@ from mlptrain.config import load_config
 from mlptrain.errors import UsageError
 from mlptrain.sweep.spec import grid_points, parse_grid, parse_param, split_top_level
 
-from .conftest import config_document, write_config
+from .conftest import config_document, run_cli, write_config
 
 
 def test_values_split_outside_brackets_and_quotes():
@@ -95,13 +95,7 @@ def base_config(tmp_path: Path, source: Path, **training) -> Path:
 
 
 def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mlptrain.cli.sweep", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_cli("sweep", *args, cwd=cwd)
 
 
 def results(folder: Path) -> list[dict[str, str]]:

@@ -5,6 +5,7 @@ Loading always uses `weights_only=True`, so a checkpoint can never run code.
 
 from __future__ import annotations
 
+import io
 import platform
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from torch import nn
 
 import mlptrain
 from mlptrain.errors import UsageError
-from mlptrain.fsutil import atomic_write
+from mlptrain.fsutil import atomic_write_bytes
 from mlptrain.model import MLP, ModelSpec
 
 FORMAT_VERSION = 1
@@ -65,8 +66,12 @@ def build_checkpoint(
     }
 
 
-def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    atomic_write(Path(path), lambda handle: torch.save(checkpoint, handle))
+def save_checkpoint(path: Path, checkpoint: dict[str, Any], *copies: Path) -> None:
+    """Write the checkpoint to `path` (and `copies`), serialized once, each file atomically."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    for target in (path, *copies):
+        atomic_write_bytes(Path(target), buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

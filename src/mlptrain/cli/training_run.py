@@ -197,15 +197,14 @@ class RunHooks(Hooks):
             rng=rng_state(self.session.generator),
             scheduler=self.session.schedule.state_dict(),
         )
-        names = ["last.pt", "best.pt"] if is_best else ["last.pt"]
-        for name in names:
-            path = self.run.path / name
-            try:
-                save_checkpoint(path, checkpoint)
-            except OSError as exc:
-                raise UsageError(
-                    f"cannot write {path}: {exc.strerror or exc}; the previous {name} is intact"
-                ) from None
+        copies = [self.run.path / "best.pt"] if is_best else []
+        try:
+            save_checkpoint(self.run.path / "last.pt", checkpoint, *copies)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write a checkpoint into {self.run.path}: {exc.strerror or exc}; "
+                "the previous checkpoints are intact"
+            ) from None
         self.saved_epoch = epoch
 
     def epoch_start(self, epoch: int, batch_count: int) -> None:
