@@ -13,7 +13,7 @@ export MLPTRAIN_DATA_SOURCE := ../shared/datasets
 endif
 endif
 
-.PHONY: install train test lint format clean-venv
+.PHONY: install train test reproduce lint format clean-venv
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Every recipe and preset, 3 seeds each (about 1.5 h on 2 cores): docs/results.md.
+reproduce: $(STAMP)
+	$(BIN)/python scripts/reproduce.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

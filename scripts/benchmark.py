@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from mlptrain.cli.training_run import train
 from mlptrain.config import validate
 from mlptrain.datasets import DATASETS, load_splits
 from mlptrain.model import MLP, ModelSpec
-from mlptrain.runtime import resolve_device
+from mlptrain.runtime import describe_machine, resolve_device
 from mlptrain.trainer import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -345,15 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if source is None and (REPO.parent / "shared" / "datasets").is_dir():
         source = str(REPO.parent / "shared" / "datasets")
     splits = load_splits(mlptrain_config(args, "unused", source=source).data, args.seed, device)
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": str(torch.__version__),
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-    }
+    machine = describe_machine(device)
     print(f"benchmark: {vars(args)}", file=sys.stderr)
     contestants = {
         "reference": lambda: run_reference(args, device),
@@ -367,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = measure(contestants, args.repeats, device)
     rows = {name: median_round(rounds) for name, rounds in runs.items()}
     memory_label = "peak GPU MiB" if device.type == "cuda" else "peak RSS MiB"
-    print(f"machine: {machine['processor']}, {machine['cpu_count']} cores, {machine['device']}")
+    print(f"machine: {machine['cpu']}, {machine['cpu_count']} cores, {machine['device']}")
     print_table(rows, memory_label)
     found = ratios(runs)
     for name, value in found.items():

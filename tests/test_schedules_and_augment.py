@@ -220,6 +220,19 @@ def test_rotation_keeps_a_centred_blob_in_place():
     assert turned[:, 13:15, 13:15].min() > 0.5  # the centre stays covered
 
 
+def test_elastic_distortion_bends_images_smoothly():
+    columns = torch.arange(28.0)
+    ramp = (columns / 27).expand(8, 28, 28).clone()  # each pixel's value says its column
+    bent = RandomAffine(AugmentConfig(elastic=34))(ramp, torch.Generator().manual_seed(0))
+    shift = (bent * 27 - columns)[:, 6:22, 6:22]  # horizontal displacement, away from edges
+    assert shift.abs().max() < 8
+    assert (shift.flatten(1).std(dim=1) > 0.1).all()  # each image bends: no rigid shift
+    step = (shift[:, :, 1:] - shift[:, :, :-1]).abs().mean()
+    assert step < 0.3 * shift.abs().mean()  # neighbouring pixels move alike
+    same = RandomAffine(AugmentConfig(elastic=34))(ramp, torch.Generator().manual_seed(0))
+    assert torch.equal(bent, same)
+
+
 def run_config(tmp_path, source, **sections):
     document = config_document(tmp_path, source, "mnist", epochs=4)
     for section, values in sections.items():

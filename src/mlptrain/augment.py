@@ -1,4 +1,5 @@
-"""Random affine changes of whole batches of images, on their device, in one grid sample."""
+"""Random affine and elastic changes of whole batches of images, on their device, in one
+grid sample."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from mlptrain.config import AugmentConfig
 
 
 class RandomAffine:
-    """Rotation, shear, zoom, translation and mirroring, drawn per image.
+    """Rotation, shear, zoom, translation, mirroring and elastic distortion, drawn per image.
+
+    The elastic distortion is Simard et al.'s (2003): a random displacement per pixel,
+    uniform in [-1, 1], smoothed by a Gaussian of `elastic_sigma` pixels and scaled by
+    `elastic` pixels, added to the affine sampling grid.
 
     Takes uint8 (0-255) or float (0-1) images of N x 28 x 28 and returns floats on the
     0-1 scale, which the model normalizes like raw pixels. Uncovered corners are black,
@@ -50,7 +55,33 @@ class RandomAffine:
             flip = torch.rand(count, generator=generator, device=device) < 0.5
             theta[:, 0, :2] = torch.where(flip[:, None], -theta[:, 0, :2], theta[:, 0, :2])
         grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+        if config.elastic:
+            field = _smooth(uniform(count, 2, height, width), config.elastic_sigma)
+            scale = 2.0 * config.elastic / torch.tensor([width, height], device=device)
+            grid = grid + field.permute(0, 2, 3, 1) * scale  # (x, y) displacement per pixel
         moved = F.grid_sample(
             pixels.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )
         return moved.squeeze(1)
+
+
+def _smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of each N x C x H x W channel with mirrored edges, as two small matrix
+    products (a 28 x 28 blur matrix per axis is far cheaper than a convolution here)."""
+    height, width = field.shape[-2:]
+    return _blur_matrix(height, sigma, field) @ field @ _blur_matrix(width, sigma, field).T
+
+
+def _blur_matrix(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    """Row i holds the Gaussian weights of output pixel i over the input pixels, with the
+    edges mirrored (pixel -1 is pixel 1), so every row sums to one."""
+    radius = min(math.ceil(3.0 * sigma), size - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=like.dtype)
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    weights = weights / weights.sum()
+    sources = torch.arange(size)[:, None] + torch.arange(-radius, radius + 1)[None, :]
+    sources = sources.abs()  # mirror at the first pixel
+    sources = torch.where(sources > size - 1, 2 * (size - 1) - sources, sources)  # and the last
+    matrix = torch.zeros(size, size, dtype=like.dtype)
+    matrix.scatter_add_(1, sources, weights.expand(size, -1).contiguous())
+    return matrix.to(like.device)

@@ -59,10 +59,14 @@ class AugmentConfig(_Section):
     scale: float = Field(0.0, ge=0.0, lt=1.0)  # zoom in [1 - scale, 1 + scale]
     shear: float = Field(0.0, ge=0.0, lt=90.0)  # degrees
     hflip: bool = False  # mirror half the images (clothes, not digits)
+    elastic: float = Field(0.0, ge=0.0, le=100.0)  # elastic distortion strength (pixels)
+    elastic_sigma: float = Field(4.0, gt=0.0, le=10.0)  # its smoothness (pixels)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.translate or self.rotate or self.scale or self.shear or self.hflip)
+        return bool(
+            self.translate or self.rotate or self.scale or self.shear or self.hflip or self.elastic
+        )
 
 
 class ModelConfig(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 from typing import Any
 
@@ -30,6 +31,30 @@ def resolve_device(name: str) -> torch.device:
                 f"cuda:0 to cuda:{count - 1}"
             )
     return device
+
+
+def describe_machine(device: torch.device) -> dict[str, Any]:
+    """What a recorded timing or result was measured on."""
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": str(torch.__version__),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:

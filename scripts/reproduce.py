@@ -1,0 +1,295 @@
+"""Train every tutorial recipe and preset, several seeds each, and write docs/results.md.
+
+Each run is an ordinary `mlp-train` process with its own run folder (kept under
+runs/reproduce-<time>/); what each run reached is added to docs/results.json as soon as it
+finishes, so an interrupted or partial reproduction (--only) keeps everything finished
+and the table always shows every entry measured so far, with its machine and date.
+
+    python scripts/reproduce.py                       # everything, 3 seeds (about 1.5 h on 2 cores)
+    python scripts/reproduce.py --only mnist fashion  # some entries; the rest stay as recorded
+    python scripts/reproduce.py --quick --results /tmp/r.json --markdown /tmp/r.md  # a smoke test
+
+The data comes from --data-source, $MLPTRAIN_DATA_SOURCE or ../shared/datasets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlptrain.config import parse_override
+from mlptrain.errors import UsageError
+from mlptrain.fsutil import atomic_write_text
+from mlptrain.runtime import describe_machine
+from mlptrain.sweep.trials import COMPLETE, INTERRUPTED, run_trial
+
+REPO = Path(__file__).resolve().parent.parent
+# --quick: a few hundred images and one epoch, enough to run every entry end to end.
+QUICK = {"training.epochs": 1, "data.subset.train": 400, "data.subset.test": 100}
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    config: str  # relative to the repository
+    what: str  # the workflow in a few words
+    reference: float | None  # the tutorial's reported accuracy, or the preset's target
+    metric: str = "test"  # which accuracy the reference is: "test" or "val"
+    kind: str = "recipe"  # "recipe" (reference is reported) or "preset" (reference is a target)
+    budget_seconds: float | None = None  # a preset's training-time limit
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+ENTRIES = [
+    Entry("fashion-sgd-64", "configs/recipes/fashion-sgd-64.yaml",
+          "Fashion, [64], SGD 0.1, batch 10, mean/std 0.5", 0.853),
+    Entry("fashion-adam-256x2", "configs/recipes/fashion-adam-256x2.yaml",
+          "Fashion, 80/20 split, [256, 256], Adam 7e-4, batch 128", 0.878),
+    Entry("mnist-adam-128-64", "configs/recipes/mnist-adam-128-64.yaml",
+          "MNIST, [128, 64], Adam 1e-3, batch 64, 0.1307/0.3081", 0.9776),
+    Entry("fashion-adam-250-100", "configs/recipes/fashion-adam-250-100.yaml",
+          "Fashion, 90/10 split, [250, 100], Adam, best val loss", None),
+    Entry("mnist-sgd-30", "configs/recipes/mnist-sgd-30.yaml",
+          "MNIST, [30], SGD 1e-3, batch 256, 40 epochs", 0.856, metric="val"),
+    Entry("mnist-sgd-392-30", "configs/recipes/mnist-sgd-30.yaml",
+          "the same, [392, 30], SGD 5e-3", 0.918, metric="val",
+          overrides={"model.hidden": [392, 30], "optimizer.lr": 0.005}),
+    Entry("mnist", "configs/mnist.yaml", "MNIST preset", 0.995, kind="preset",
+          budget_seconds=600),
+    Entry("fashion", "configs/fashion.yaml", "Fashion preset", 0.920, kind="preset",
+          budget_seconds=600),
+    Entry("mnist-fast", "configs/mnist-fast.yaml", "MNIST fast preset", 0.992, kind="preset",
+          budget_seconds=60),
+    Entry("fashion-fast", "configs/fashion-fast.yaml", "Fashion fast preset", 0.905,
+          kind="preset", budget_seconds=60),
+]  # fmt: skip
+BY_NAME = {entry.name: entry for entry in ENTRIES}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(BY_NAME),
+        metavar="NAME",
+        help=f"entries to run (default: all): {', '.join(BY_NAME)}",
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="runs per entry (default 3)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one seed, one epoch on a small subset: checks the pipeline only",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key in every run, e.g. device=cuda",
+    )
+    parser.add_argument("--data-source", help="folder holding the four IDX files")
+    parser.add_argument("--runs-dir", default=str(REPO / "runs"))
+    parser.add_argument("--results", default=str(REPO / "docs" / "results.json"))
+    parser.add_argument("--markdown", default=str(REPO / "docs" / "results.md"))
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the Markdown from the recorded results; train nothing",
+    )
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    if args.quick:
+        args.seeds = 1
+    try:
+        args.set = {
+            ".".join(parts): value for parts, value in (parse_override(text) for text in args.set)
+        }
+    except UsageError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def data_source(given: str | None) -> str | None:
+    source = given or os.environ.get("MLPTRAIN_DATA_SOURCE")
+    if source is None and (REPO.parent / "shared" / "datasets").is_dir():
+        source = str(REPO.parent / "shared" / "datasets")
+    return source
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"entries": {}}
+    return json.loads(path.read_text())
+
+
+def run_entry(
+    entry: Entry, seed: int, folder: Path, args: argparse.Namespace, stop: threading.Event
+) -> dict:
+    params = {**entry.overrides, "seed": seed, **(QUICK if args.quick else {}), **args.set}
+    run_dir = folder / f"{entry.name}-seed{seed}"
+    started = time.perf_counter()
+    threads = params.pop("training.threads", None) or os.cpu_count() or 1
+    result = run_trial(REPO / entry.config, params, run_dir, threads, stop)
+    return {
+        "seed": seed,
+        "status": result.status,
+        "message": result.message,
+        "test_accuracy": result.test_accuracy,
+        "val_accuracy": result.best_val_accuracy,
+        "best_epoch": result.best_epoch,
+        "train_seconds": result.train_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "run_dir": os.path.relpath(run_dir, REPO),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results_path, markdown_path = Path(args.results), Path(args.markdown)
+    results = load_results(results_path)
+    if args.render_only:
+        atomic_write_text(markdown_path, render(results))
+        return 0
+    source = data_source(args.data_source)
+    if source is not None:
+        os.environ["MLPTRAIN_DATA_SOURCE"] = source  # the runs inherit it
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = Path(args.runs_dir) / f"reproduce-{stamp}"
+    folder.mkdir(parents=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # each run saves and stops cleanly
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    machine = describe_machine(torch.device("cpu"))
+    failed = 0
+    for entry in [BY_NAME[name] for name in args.only] if args.only else ENTRIES:
+        runs = []
+        for seed in range(1, args.seeds + 1):
+            run = run_entry(entry, seed, folder, args, stop)
+            if run["status"] == INTERRUPTED:
+                print("interrupted: finished runs are recorded", file=sys.stderr)
+                return 130
+            runs.append(run)
+            failed += run["status"] != COMPLETE
+            print(f"{entry.name} seed {seed}: {summarize_run(run)}", flush=True)
+            results["entries"][entry.name] = {
+                "config": entry.config,
+                "overrides": {**entry.overrides, **args.set},
+                "quick": args.quick,
+                "date": datetime.date.today().isoformat(),
+                "machine": machine,
+                "runs": runs,
+            }
+            atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
+            atomic_write_text(markdown_path, render(results))
+    print(f"wrote {results_path} and {markdown_path}")
+    return 1 if failed else 0
+
+
+def summarize_run(run: dict[str, Any]) -> str:
+    if run["status"] != COMPLETE:
+        return f"{run['status']}: {run['message']}"
+    return (
+        f"test {run['test_accuracy']:.4f}, val {run['val_accuracy']:.4f}, "
+        f"training {run['train_seconds']:.0f} s ({run['run_dir']})"
+    )
+
+
+# --- the table ------------------------------------------------------------------------------
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def row(entry: Entry, recorded: dict[str, Any] | None) -> str:
+    reference = "–" if entry.reference is None else percent(entry.reference)
+    if entry.kind == "preset":
+        reference = f"≥ {reference} (target)"
+    elif entry.metric == "val":
+        reference += " (val)"
+    cells = [f"`{entry.name}`", entry.what, reference]
+    complete = [run for run in (recorded or {}).get("runs", []) if run["status"] == COMPLETE]
+    if not complete:
+        return "| " + " | ".join([*cells, "not run", "", "", ""]) + " |"
+    accuracies = [run[f"{entry.metric}_accuracy"] for run in complete]
+    mean, std = mean_std(accuracies)
+    ours = f"{percent(mean)} ± {100 * std:.2f}"
+    if entry.metric == "val":
+        ours += " (val)"
+    seconds = statistics.fmean(run["train_seconds"] for run in complete)
+    time_cell = f"{seconds:.0f} s"
+    if entry.budget_seconds is not None:
+        time_cell += f" (limit {entry.budget_seconds:.0f} s)"
+    if entry.reference is None:
+        gap = "–"
+    else:
+        gap = f"{100 * (mean - entry.reference):+.2f} pp"
+        if entry.kind == "preset":
+            if mean < entry.reference:
+                gap += " ✗ (below target)"
+            elif entry.budget_seconds is not None and seconds > entry.budget_seconds:
+                gap += " ✗ (over the time limit)"
+            else:
+                gap += " ✓"
+    return "| " + " | ".join([*cells, ours, str(len(complete)), time_cell, gap]) + " |"
+
+
+def render(results: dict[str, Any]) -> str:
+    entries = results["entries"]
+    lines = [
+        "# Results: the tutorial recipes and the presets",
+        "",
+        "Written by `python scripts/reproduce.py` (do not edit by hand; "
+        "`--render-only` rewrites it from `docs/results.json`).",
+        "Accuracy is on the official 10,000-image test set unless marked (val): those tutorials",
+        "reported validation accuracy, so the best validation accuracy is compared. Mean ± "
+        "standard deviation (percentage points) over seeds 1 to N (the seeds column); "
+        "training time is the mean of the epochs' "
+        "seconds (training and validation, without start-up and the final test). The gap is "
+        "ours minus the reported number (or the target), in percentage points.",
+        "",
+        "| entry | workflow | reported / target | ours | seeds | training time | gap |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [row(entry, entries.get(entry.name)) for entry in ENTRIES]
+    measured = [entries[entry.name] for entry in ENTRIES if entry.name in entries]
+    if any(record["quick"] for record in measured):
+        lines += ["", "**Quick mode**: one epoch on a subset; the numbers check the pipeline only."]
+    lines += ["", "## Where and how each entry was measured", ""]
+    for entry in ENTRIES:
+        record = entries.get(entry.name)
+        if record is None:
+            continue
+        machine = record["machine"]
+        command = f"mlp-train --config {entry.config}" + "".join(
+            f" --set {key}={json.dumps(value).replace(' ', '')}"
+            for key, value in record["overrides"].items()
+        )
+        runs = ", ".join(f"seed {run['seed']}: {summarize_run(run)}" for run in record["runs"])
+        lines.append(
+            f"- `{entry.name}` ({record['date']}, {machine['cpu']}, {machine['cpu_count']} "
+            f"cores, torch {machine['torch']}): `{command} --set seed=N`; {runs}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
