@@ -231,7 +231,7 @@ def row(entry: Entry, recorded: dict[str, Any] | None) -> str:
         return "| " + " | ".join([*cells, "not run", "", "", ""]) + " |"
     accuracies = [run[f"{entry.metric}_accuracy"] for run in complete]
     mean, std = mean_std(accuracies)
-    ours = f"{percent(mean)} ± {100 * std:.2f}"
+    ours = f"{percent(mean)} ± {100 * std:.2f}" if len(accuracies) > 1 else percent(mean)
     if entry.metric == "val":
         ours += " (val)"
     seconds = statistics.fmean(run["train_seconds"] for run in complete)
@@ -257,19 +257,22 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "# Results: the tutorial recipes and the presets",
         "",
-        "Written by `python scripts/reproduce.py` (do not edit by hand; "
-        "`--render-only` rewrites it from `docs/results.json`).",
-        "Accuracy is on the official 10,000-image test set unless marked (val): those tutorials",
-        "reported validation accuracy, so the best validation accuracy is compared. Mean ± "
-        "standard deviation (percentage points) over seeds 1 to N (the seeds column); "
-        "training time is the mean of the epochs' "
-        "seconds (training and validation, without start-up and the final test). The gap is "
-        "ours minus the reported number (or the target), in percentage points.",
+        "Written by `python scripts/reproduce.py` from `docs/results.json` (do not edit by hand;",
+        "`--render-only` rewrites it). Accuracy is on the official 10,000-image test set unless",
+        "marked (val): those tutorials reported validation accuracy, so the best validation",
+        "accuracy is compared. Ours is the mean ± standard deviation (percentage points) over",
+        "seeds 1 to N (the seeds column). Training time is the mean of the runs' summed epoch",
+        "seconds (training and validation; start-up and the final test excluded). The gap is",
+        "ours minus the reported number or the target, in percentage points.",
         "",
         "| entry | workflow | reported / target | ours | seeds | training time | gap |",
         "|---|---|---|---|---|---|---|",
     ]
     lines += [row(entry, entries.get(entry.name)) for entry in ENTRIES]
+    lines += [
+        "",
+        "The search behind the presets, and what it did not reach: [presets.md](presets.md).",
+    ]
     measured = [entries[entry.name] for entry in ENTRIES if entry.name in entries]
     if any(record["quick"] for record in measured):
         lines += ["", "**Quick mode**: one epoch on a subset; the numbers check the pipeline only."]

@@ -61,7 +61,7 @@ def test_validation_metric_recipe_uses_validation_accuracy() -> None:
     markdown = reproduce.render({"entries": {"mnist-sgd-30": record(0.80, metric="val")}})
     cells = table_row(markdown, "mnist-sgd-30")
     assert cells[2] == "85.60% (val)"
-    assert cells[3] == "80.00% ± 0.00 (val)"
+    assert cells[3] == "80.00% (val)"  # one seed: no spread to show
     assert cells[6] == "-5.60 pp"
 
 
