@@ -47,8 +47,12 @@ class Entry:
     what: str  # the workflow in a few words
     reference: float | None  # the tutorial's reported accuracy, or the preset's target
     metric: str = "test"  # which accuracy the reference is: "test" or "val"
-    kind: str = "recipe"  # "recipe" (reference is reported) or "preset" (reference is a target)
-    budget_seconds: float | None = None  # a preset's training-time limit
+    budget_seconds: float | None = None  # a preset's training-time limit; None for recipes
+
+    @property
+    def is_preset(self) -> bool:  # its reference is a target, not a reported result
+        return self.budget_seconds is not None
+
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,14 +70,14 @@ ENTRIES = [
     Entry("mnist-sgd-392-30", "configs/recipes/mnist-sgd-30.yaml",
           "the same, [392, 30], SGD 5e-3", 0.918, metric="val",
           overrides={"model.hidden": [392, 30], "optimizer.lr": 0.005}),
-    Entry("mnist", "configs/mnist.yaml", "MNIST preset", 0.995, kind="preset",
+    Entry("mnist", "configs/mnist.yaml", "MNIST preset", 0.995,
           budget_seconds=600),
-    Entry("fashion", "configs/fashion.yaml", "Fashion preset", 0.920, kind="preset",
+    Entry("fashion", "configs/fashion.yaml", "Fashion preset", 0.920,
           budget_seconds=600),
-    Entry("mnist-fast", "configs/mnist-fast.yaml", "MNIST fast preset", 0.992, kind="preset",
+    Entry("mnist-fast", "configs/mnist-fast.yaml", "MNIST fast preset", 0.992,
           budget_seconds=60),
     Entry("fashion-fast", "configs/fashion-fast.yaml", "Fashion fast preset", 0.905,
-          kind="preset", budget_seconds=60),
+          budget_seconds=60),
 ]  # fmt: skip
 BY_NAME = {entry.name: entry for entry in ENTRIES}
 
@@ -221,7 +225,7 @@ def percent(value: float) -> str:
 
 def row(entry: Entry, recorded: dict[str, Any] | None) -> str:
     reference = "–" if entry.reference is None else percent(entry.reference)
-    if entry.kind == "preset":
+    if entry.is_preset:
         reference = f"≥ {reference} (target)"
     elif entry.metric == "val":
         reference += " (val)"
@@ -242,10 +246,10 @@ def row(entry: Entry, recorded: dict[str, Any] | None) -> str:
         gap = "–"
     else:
         gap = f"{100 * (mean - entry.reference):+.2f} pp"
-        if entry.kind == "preset":
+        if entry.is_preset:
             if mean < entry.reference:
                 gap += " ✗ (below target)"
-            elif entry.budget_seconds is not None and seconds > entry.budget_seconds:
+            elif seconds > entry.budget_seconds:
                 gap += " ✗ (over the time limit)"
             else:
                 gap += " ✓"

@@ -3,6 +3,7 @@ grid sample."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -69,19 +70,22 @@ def _smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of each N x C x H x W channel with mirrored edges, as two small matrix
     products (a 28 x 28 blur matrix per axis is far cheaper than a convolution here)."""
     height, width = field.shape[-2:]
-    return _blur_matrix(height, sigma, field) @ field @ _blur_matrix(width, sigma, field).T
+    rows = _blur_matrix(height, sigma, field.dtype, field.device)
+    columns = _blur_matrix(width, sigma, field.dtype, field.device)
+    return rows @ field @ columns.T
 
 
-def _blur_matrix(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+@functools.lru_cache(maxsize=8)  # built once per size and device, not once per batch
+def _blur_matrix(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Row i holds the Gaussian weights of output pixel i over the input pixels, with the
     edges mirrored (pixel -1 is pixel 1), so every row sums to one."""
     radius = min(math.ceil(3.0 * sigma), size - 1)
-    offsets = torch.arange(-radius, radius + 1, dtype=like.dtype)
+    offsets = torch.arange(-radius, radius + 1, dtype=dtype)
     weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
     weights = weights / weights.sum()
     sources = torch.arange(size)[:, None] + torch.arange(-radius, radius + 1)[None, :]
     sources = sources.abs()  # mirror at the first pixel
     sources = torch.where(sources > size - 1, 2 * (size - 1) - sources, sources)  # and the last
-    matrix = torch.zeros(size, size, dtype=like.dtype)
+    matrix = torch.zeros(size, size, dtype=dtype)
     matrix.scatter_add_(1, sources, weights.expand(size, -1).contiguous())
-    return matrix.to(like.device)
+    return matrix.to(device)
