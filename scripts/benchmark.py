@@ -55,7 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--repeats", type=int, default=1, help="report the median of N runs")
-    parser.add_argument("--amp", default="none", help="mlptrain's training.amp (bf16: CUDA)")
+    parser.add_argument(
+        "--amp",
+        default="none",
+        help="mlptrain's training.amp: none, bf16 or auto",
+    )
     parser.add_argument("--compile", action="store_true", help="mlptrain's training.compile")
     parser.add_argument(
         "--augment",

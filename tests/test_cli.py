@@ -11,6 +11,7 @@ import yaml
 
 from mlptrain.checkpoint import load_checkpoint
 from mlptrain.config import validate
+from mlptrain.runtime import cpu_has_bf16
 
 from .conftest import REPO, config_document, require_real_data, run_cli, write_config
 
@@ -216,6 +217,16 @@ def test_compiled_training_saves_plain_keys(tmp_path, tiny_config):
     recorded = json.loads((run / "test_metrics.json").read_text())["accuracy"]
     result = run_cli("evaluate", "--checkpoint", str(run / "best.pt"), "--json", cwd=tmp_path)
     assert json.loads(result.stdout)["accuracy"] == recorded
+
+
+def test_amp_auto_takes_bf16_where_the_cpu_runs_it_natively(tmp_path, tiny_config):
+    tiny_config["training"].update(amp="auto")
+    result, run = train(tmp_path, tiny_config)
+    expected = "; bf16 autocast" if cpu_has_bf16() else "amp auto: no native bf16"
+    assert expected in result.stdout
+    recorded = json.loads((run / "test_metrics.json").read_text())["accuracy"]
+    evaluated = run_cli("evaluate", "--checkpoint", str(run / "best.pt"), "--json", cwd=tmp_path)
+    assert json.loads(evaluated.stdout)["accuracy"] == recorded  # the test runs in float32
 
 
 @pytest.mark.gpu

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from mlptrain import runtime
 from mlptrain.errors import UsageError
 from mlptrain.runtime import (
     resolve_amp,
@@ -30,10 +31,21 @@ def test_cuda_without_a_gpu_is_a_usage_error():
         resolve_device("cuda:0")
 
 
-def test_bf16_autocast_is_cuda_only():
-    assert resolve_amp("none", torch.device("cpu")) is None
-    with pytest.raises(UsageError, match="CUDA devices only.*set training.amp: none"):
-        resolve_amp("bf16", torch.device("cpu"))
+def test_bf16_autocast_needs_a_cpu_with_bf16_instructions(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_amp("none", cpu) is None
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    with pytest.raises(UsageError, match="needs bfloat16 support.*set training.amp: none or auto"):
+        resolve_amp("bf16", cpu)
+    assert resolve_amp("auto", cpu) is None  # auto falls back to full precision
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert resolve_amp("bf16", cpu) is torch.bfloat16
+    assert resolve_amp("auto", cpu) is torch.bfloat16
+
+
+def test_bf16_autocast_elsewhere_is_a_usage_error():
+    with pytest.raises(UsageError, match="CUDA devices and bf16-capable CPUs only"):
+        resolve_amp("bf16", torch.device("meta"))
 
 
 def test_seeding_repeats_every_generator():

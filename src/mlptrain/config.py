@@ -126,7 +126,7 @@ class EarlyStoppingConfig(_Section):
     min_delta: float = Field(0.0, ge=0.0)  # the least val accuracy gain that counts
 
 
-AMP_MODES = ("none", "bf16")
+AMP_MODES = ("none", "bf16", "auto")
 BEST_BY = ("val_accuracy", "val_loss")
 NONFINITE_ACTIONS = ("stop", "skip_batch")
 
@@ -135,7 +135,7 @@ class TrainingConfig(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(1000, ge=1)
-    amp: Literal[AMP_MODES] = "none"  # bf16 autocast, CUDA only
+    amp: Literal[AMP_MODES] = "none"  # bf16 autocast; auto: bf16 where the device runs it natively
     compile: bool = False  # torch.compile the model
     on_nonfinite: Literal[NONFINITE_ACTIONS] = "stop"
     deterministic: bool = False  # PyTorch's deterministic algorithms

@@ -58,17 +58,45 @@ def _cpu_model() -> str:
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `training.amp`, or None for full precision."""
+    """The autocast dtype for `training.amp`, or None for full precision.
+
+    bf16 runs on CUDA GPUs that support it and on CPUs with bfloat16 instructions
+    (AVX512-BF16 or AMX), where oneDNN's bf16 matrix products are about twice as fast as
+    float32 ones (docs/performance.md); elsewhere it would be emulated, slower than float32.
+    `auto` takes bf16 where it runs natively and full precision everywhere else.
+    """
     if mode == "none":
         return None
-    if device.type != "cuda":
+    if mode == "auto":
+        return torch.bfloat16 if _native_bf16(device) else None
+    if device.type not in ("cuda", "cpu"):
         raise UsageError(
-            f"training.amp: {mode} runs on CUDA devices only, and this run is on {device}; "
-            "set training.amp: none (or train on a GPU)"
+            f"training.amp: {mode} runs on CUDA devices and bf16-capable CPUs only, and this "
+            f"run is on {device}; set training.amp: none or auto"
         )
-    if not torch.cuda.is_bf16_supported():
-        raise UsageError(f"training.amp: {mode} is not supported by {torch.cuda.get_device_name()}")
+    if not _native_bf16(device):
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+        raise UsageError(
+            f"training.amp: {mode} needs bfloat16 support (a recent GPU, or a CPU with "
+            f"AVX512-BF16 or AMX), and {where} has none, so it would run slower than float32; "
+            "set training.amp: none or auto"
+        )
     return torch.bfloat16
+
+
+def _native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 matrix products natively on this CPU."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(torch.backends.mkldnn.is_available() and probe is not None and probe())
+    except RuntimeError:
+        return False
 
 
 def set_deterministic(enabled: bool) -> None:

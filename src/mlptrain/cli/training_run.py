@@ -275,14 +275,16 @@ def describe_data(splits: DataSplits, device: torch.device) -> str:
     )
 
 
-def describe_training(config: Config) -> str:
+def describe_training(config: Config, amp_dtype: torch.dtype | None) -> str:
     opt, training = config.optimizer, config.training
     line = (
         f"optimizer: {opt.name} lr {opt.lr:g}; {training.epochs} epochs, "
         f"batch size {training.batch_size}"
     )
-    if training.amp != "none":
-        line += f"; {training.amp} autocast"
+    if amp_dtype is not None:
+        line += "; bf16 autocast"
+    elif training.amp == "auto":
+        line += "; float32 (amp auto: no native bf16 on this device)"
     if training.compile:
         line += "; torch.compile"
     return line
@@ -304,7 +306,7 @@ def train(
     log.info("run folder: %s", run.path)
     log.info(describe_data(session.splits, session.device))
     log.info(describe_model(session.model.spec, session.model))
-    log.info(describe_training(config))
+    log.info(describe_training(config, session.settings.amp_dtype))
     hooks = RunHooks(session, run, log, show_bar)
     hooks.save(0, is_best=False)  # so that even a run stopped in its first epoch resumes
     return _fit_and_test(session, run, hooks, log, start_epoch=1)
