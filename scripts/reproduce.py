@@ -223,6 +223,16 @@ def percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def signed_points(difference: float) -> str:
+    """A difference of fractions in percentage points; one that rounds to zero at two
+    decimals gets a third, so that 'below target' never reads as -0.00."""
+    points = 100 * difference
+    text = f"{points:+.2f} pp"
+    if points != 0 and round(points, 2) == 0:
+        text = f"{points:+.3f} pp"
+    return text
+
+
 def row(entry: Entry, recorded: dict[str, Any] | None) -> str:
     reference = "–" if entry.reference is None else percent(entry.reference)
     if entry.is_preset:
@@ -245,12 +255,12 @@ def row(entry: Entry, recorded: dict[str, Any] | None) -> str:
     if entry.reference is None:
         gap = "–"
     else:
-        gap = f"{100 * (mean - entry.reference):+.2f} pp"
+        gap = signed_points(mean - entry.reference)
         if entry.is_preset:
             if mean < entry.reference:
                 gap += " ✗ (below target)"
-            elif seconds > entry.budget_seconds:
-                gap += " ✗ (over the time limit)"
+            elif max(run["train_seconds"] for run in complete) > entry.budget_seconds:
+                gap += " ✗ (a run over the time limit)"
             else:
                 gap += " ✓"
     return "| " + " | ".join([*cells, ours, str(len(complete)), time_cell, gap]) + " |"

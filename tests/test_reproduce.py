@@ -66,8 +66,8 @@ def test_validation_metric_recipe_uses_validation_accuracy() -> None:
 
 
 def test_preset_row_says_whether_target_and_time_limit_are_met() -> None:
-    slow = record(0.9960)
-    slow["runs"][0]["train_seconds"] = 61.0
+    slow = record(0.9960, 0.9960, 0.9960)  # 10, 20 and 30 s: the mean is inside the limit
+    slow["runs"][0]["train_seconds"] = 61.0  # but one run is not
     markdown = reproduce.render(
         {
             "entries": {
@@ -80,7 +80,13 @@ def test_preset_row_says_whether_target_and_time_limit_are_met() -> None:
     assert table_row(markdown, "mnist")[5] == "15 s (limit 600 s)"
     assert table_row(markdown, "mnist")[6] == "+0.01 pp ✓"
     assert "below target" in table_row(markdown, "fashion")[6]
+    assert table_row(markdown, "mnist-fast")[5] == "37 s (limit 60 s)"
     assert "over the time limit" in table_row(markdown, "mnist-fast")[6]
+
+
+def test_a_gap_that_rounds_to_zero_keeps_its_sign() -> None:
+    markdown = reproduce.render({"entries": {"mnist-fast": record(0.9912, 0.9925, 0.9922)}})
+    assert table_row(markdown, "mnist-fast")[6] == "-0.003 pp ✗ (below target)"
 
 
 def test_failed_runs_are_listed_but_not_averaged() -> None:
