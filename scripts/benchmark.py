@@ -34,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlptrain.cli.common import setup_logging
-from mlptrain.cli.training_run import train
 from mlptrain.config import validate
+from mlptrain.datafiles import find_source
 from mlptrain.datasets import DATASETS, load_splits
+from mlptrain.logs import setup_logging
 from mlptrain.model import MLP, ModelSpec
+from mlptrain.run.runner import train
 from mlptrain.runtime import describe_machine, resolve_device
 from mlptrain.trainer import evaluate
 
@@ -227,10 +228,8 @@ def run_mlptrain(args: argparse.Namespace, device: torch.device, splits, **data:
     """The product's own trainer, as mlp-train runs it (quiet: no progress bar)."""
     with tempfile.TemporaryDirectory() as runs_dir:
         config = mlptrain_config(args, runs_dir, **data)
-        log = setup_logging()
-        log.handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115 - closed with the handler
-        outcome = train(config, log, show_bar=False)
-        log.handlers[0].close()
+        setup_logging(terminal=False)
+        outcome = train(config)
     # Evaluation time does not depend on the weights: time it on a fresh model.
     model = MLP(ModelSpec(hidden=tuple(args.hidden))).to(device)
     evaluate(model, splits.test, 1000)  # warm-up
@@ -344,9 +343,7 @@ def scaling(args: argparse.Namespace, device: torch.device, source: str | None) 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    source = args.data_source or os.environ.get("MLPTRAIN_DATA_SOURCE")
-    if source is None and (REPO.parent / "shared" / "datasets").is_dir():
-        source = str(REPO.parent / "shared" / "datasets")
+    source = find_source(args.data_source, beside=REPO)
     splits = load_splits(mlptrain_config(args, "unused", source=source).data, args.seed, device)
     machine = describe_machine(device)
     print(f"benchmark: {vars(args)}", file=sys.stderr)

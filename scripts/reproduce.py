@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import signal
 import statistics
 import sys
 import threading
@@ -29,10 +28,13 @@ from typing import Any
 
 import torch
 
-from mlptrain.config import parse_override
-from mlptrain.errors import UsageError
+from mlptrain.config import load_config, parse_override
+from mlptrain.datafiles import find_source
+from mlptrain.errors import EXIT_INTERRUPTED, UsageError
 from mlptrain.fsutil import atomic_write_text
+from mlptrain.monitor import Monitor
 from mlptrain.runtime import describe_machine
+from mlptrain.stopping import TwoStageStop
 from mlptrain.sweep.trials import COMPLETE, INTERRUPTED, run_trial
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,13 +129,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def data_source(given: str | None) -> str | None:
-    source = given or os.environ.get("MLPTRAIN_DATA_SOURCE")
-    if source is None and (REPO.parent / "shared" / "datasets").is_dir():
-        source = str(REPO.parent / "shared" / "datasets")
-    return source
-
-
 def load_results(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {"entries": {}}
@@ -147,7 +142,10 @@ def run_entry(
     run_dir = folder / f"{entry.name}-seed{seed}"
     started = time.perf_counter()
     threads = params.pop("training.threads", None) or os.cpu_count() or 1
-    result = run_trial(REPO / entry.config, params, run_dir, threads, stop)
+    config = REPO / entry.config
+    # The epoch best.pt holds, by the entry's own training.select_best_by.
+    monitor = Monitor(load_config(config).training.select_best_by)
+    result = run_trial(config, params, run_dir, threads, stop, monitor)
     return {
         "seed": seed,
         "status": result.status,
@@ -168,15 +166,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         atomic_write_text(markdown_path, render(results))
         return 0
-    source = data_source(args.data_source)
+    source = find_source(args.data_source, beside=REPO)
     if source is not None:
         os.environ["MLPTRAIN_DATA_SOURCE"] = source  # the runs inherit it
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(args.runs_dir) / f"reproduce-{stamp}"
     folder.mkdir(parents=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())  # each run saves and stops cleanly
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with TwoStageStop() as stop:  # the first Ctrl-C: the current run saves and stops cleanly
+        return run_entries(args, folder, results, stop.requested)
+
+
+def run_entries(
+    args: argparse.Namespace, folder: Path, results: dict[str, Any], stop: threading.Event
+) -> int:
+    results_path, markdown_path = Path(args.results), Path(args.markdown)
     machine = describe_machine(torch.device("cpu"))
     failed = 0
     for entry in [BY_NAME[name] for name in args.only] if args.only else ENTRIES:
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             run = run_entry(entry, seed, folder, args, stop)
             if run["status"] == INTERRUPTED:
                 print("interrupted: finished runs are recorded", file=sys.stderr)
-                return 130
+                return EXIT_INTERRUPTED
             runs.append(run)
             failed += run["status"] != COMPLETE
             print(f"{entry.name} seed {seed}: {summarize_run(run)}", flush=True)

@@ -42,9 +42,15 @@ def synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return images.astype(np.uint8)
 
 
-def write_dataset(folder: Path, seed: int = 0, compress: bool = True) -> Path:
+def write_dataset(
+    folder: Path,
+    seed: int = 0,
+    compress: bool = True,
+    train_count: int = TRAIN_COUNT,
+    test_count: int = TEST_COUNT,
+) -> Path:
     rng = np.random.default_rng(seed)
-    for prefix, count in (("train", TRAIN_COUNT), ("t10k", TEST_COUNT)):
+    for prefix, count in (("train", train_count), ("t10k", test_count)):
         labels = rng.integers(0, 10, size=count).astype(np.uint8)
         write_idx(folder / f"{prefix}-images-idx3-ubyte", synthetic_images(labels, rng), compress)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, compress)

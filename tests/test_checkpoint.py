@@ -52,7 +52,11 @@ def test_checkpoint_is_plain_data(tmp_path: Path):
     _, checkpoint = make_checkpoint()
     save_checkpoint(tmp_path / "c.pt", checkpoint)
     # weights_only=True refuses anything but tensors and primitives.
-    torch.load(tmp_path / "c.pt", weights_only=True)
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert loaded["format_version"] == FORMAT_VERSION
+    assert loaded["class_names"] == checkpoint["class_names"]
+    for key, tensor in checkpoint["model_state"].items():
+        assert torch.equal(loaded["model_state"][key], tensor), key
 
 
 def test_compiled_wrapper_is_unwrapped():

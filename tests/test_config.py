@@ -9,13 +9,13 @@ import yaml
 from mlptrain.config import (
     ACTIVATIONS,
     Config,
-    all_keys,
     apply_overrides,
     config_to_yaml,
     load_config,
     parse_override,
     validate,
 )
+from mlptrain.config_errors import all_keys
 from mlptrain.errors import UsageError
 
 from .conftest import REPO, run_cli
@@ -194,7 +194,7 @@ def test_resolved_yaml_round_trips() -> None:
 
 
 def test_all_keys_lists_nested_keys() -> None:
-    keys = all_keys()
+    keys = all_keys(Config)
     assert {"data.subset.train", "optimizer.lr", "training.epochs"} <= set(keys)
 
 

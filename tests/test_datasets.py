@@ -10,15 +10,13 @@ import pytest
 import torch
 
 from mlptrain.config import DataConfig
+from mlptrain.datafiles import FILES, prepare_files, read_idx
 from mlptrain.datasets import (
     DATASETS,
-    FILES,
     Split,
     batches,
     load_splits,
     pixel_stats,
-    prepare_files,
-    read_idx,
     split_indices,
 )
 from mlptrain.errors import UsageError
@@ -36,7 +34,7 @@ def data_config(tmp_path: Path, source: Path | None, **changes) -> DataConfig:
 
 
 def test_import_from_source_lands_in_torchvision_layout(tmp_path, synthetic_source):
-    raw = prepare_files(DATASETS["mnist"], data_config(tmp_path, synthetic_source))
+    raw = prepare_files(DATASETS["mnist"], data_config(tmp_path, synthetic_source)).raw
     assert raw == tmp_path / "data" / "MNIST" / "raw"
     for name in FILES:
         expected = gzip.decompress((synthetic_source / "mnist" / f"{name}.gz").read_bytes())
@@ -89,7 +87,7 @@ def test_matching_checksum_is_accepted(tmp_path, synthetic_source, monkeypatch):
 
 
 def test_changed_file_in_root_fails_verification(tmp_path, synthetic_source):
-    raw = prepare_files(DATASETS["mnist"], data_config(tmp_path, synthetic_source))
+    raw = prepare_files(DATASETS["mnist"], data_config(tmp_path, synthetic_source)).raw
     with pytest.raises(UsageError, match=r"checksum mismatch for .*t10k-labels"):
         read_idx(raw / "t10k-labels-idx1-ubyte", 1, md5="0" * 32)
 

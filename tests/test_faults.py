@@ -33,16 +33,8 @@ from .conftest import REPO, config_document, run_cli, write_config, write_datase
 @pytest.fixture(scope="module")
 def larger_source(tmp_path_factory) -> Path:
     """Enough synthetic images that an epoch lasts long enough to be interrupted."""
-    import tests.conftest as conftest
-
     root = tmp_path_factory.mktemp("larger")
-    counts = conftest.TRAIN_COUNT, conftest.TEST_COUNT
-    conftest.TRAIN_COUNT, conftest.TEST_COUNT = 6000, 200
-    try:
-        write_dataset(root / "mnist", seed=4)
-    finally:
-        conftest.TRAIN_COUNT, conftest.TEST_COUNT = counts
-    return root
+    return write_dataset(root / "mnist", seed=4, train_count=6000, test_count=200).parent
 
 
 def config_file(tmp_path: Path, source: Path, **training) -> Path:

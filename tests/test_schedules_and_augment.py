@@ -16,7 +16,7 @@ from mlptrain.config import AugmentConfig, OptimizerConfig, SchedulerConfig, val
 from mlptrain.errors import UsageError
 from mlptrain.model import MLP, ModelSpec
 from mlptrain.optim import build_optimizer, build_schedule, current_lr
-from mlptrain.trainer import FitResult, LoopSettings, evaluate, fit, train_one_epoch
+from mlptrain.trainer import FitState, LoopSettings, evaluate, fit, train_one_epoch
 
 from .conftest import config_document, write_config
 from .test_trainer import build, synthetic_splits
@@ -126,7 +126,8 @@ def test_gradient_clipping_bounds_each_update(tmp_path, synthetic_source):
     optimizer = build_optimizer(model.parameters(), OptimizerConfig(name="sgd", lr=1.0))
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     settings = LoopSettings(epochs=1, batch_size=50, eval_batch_size=50, grad_clip=1e-3)
-    train_one_epoch(model, optimizer, splits.train, settings, torch.Generator().manual_seed(0))
+    state = FitState(model, optimizer, torch.Generator().manual_seed(0))
+    train_one_epoch(state, splits.train, settings)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     steps = math.ceil(len(splits.train) / 50)
     assert (after - before).norm() <= steps * 1e-3 * (1 + 1e-4)
@@ -140,7 +141,7 @@ def test_label_smoothing_is_in_the_training_loss_only(tmp_path, synthetic_source
         settings = LoopSettings(
             epochs=1, batch_size=32, eval_batch_size=50, label_smoothing=smoothing
         )
-        result = fit(model, optimizer, splits, settings, torch.Generator().manual_seed(0))
+        result = fit(FitState(model, optimizer, torch.Generator().manual_seed(0)), splits, settings)
         records.append(result.history[0])
     assert records[1]["train_loss"] > records[0]["train_loss"] + 0.2
     # Validation loss stays plain cross-entropy: exactly what evaluate() reports.
@@ -152,20 +153,19 @@ def test_early_stopping_ends_a_run_that_stopped_improving(tmp_path, synthetic_so
     model, _ = build(splits)
     frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # validation accuracy cannot change
     settings = LoopSettings(epochs=6, batch_size=50, eval_batch_size=50, patience=2)
-    result = fit(model, frozen, splits, settings, torch.Generator().manual_seed(0))
+    result = fit(FitState(model, frozen, torch.Generator().manual_seed(0)), splits, settings)
     assert result.stopped_early
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert result.best_epoch == 1
 
 
 def test_best_by_validation_loss():
-    result = FitResult(
-        LoopSettings(epochs=3, batch_size=1, eval_batch_size=1, select_best_by="val_loss")
-    )
+    settings = LoopSettings(epochs=3, batch_size=1, eval_batch_size=1, select_best_by="val_loss")
+    result = FitState(None, None, None)
     flags = [
-        result.add({"epoch": 1, "val_accuracy": 0.80, "val_loss": 0.50}),
-        result.add({"epoch": 2, "val_accuracy": 0.85, "val_loss": 0.55}),
-        result.add({"epoch": 3, "val_accuracy": 0.82, "val_loss": 0.45}),
+        result.add({"epoch": 1, "val_accuracy": 0.80, "val_loss": 0.50}, settings),
+        result.add({"epoch": 2, "val_accuracy": 0.85, "val_loss": 0.55}, settings),
+        result.add({"epoch": 3, "val_accuracy": 0.82, "val_loss": 0.45}, settings),
     ]
     assert flags == [True, False, True]
     assert result.best_epoch == 3
@@ -182,7 +182,7 @@ def test_augmentation_touches_training_batches_only(tmp_path, synthetic_source):
         return shift(images)
 
     settings = LoopSettings(epochs=1, batch_size=50, eval_batch_size=50, augment=counting)
-    fit(model, optimizer, splits, settings, torch.Generator().manual_seed(0))
+    fit(FitState(model, optimizer, torch.Generator().manual_seed(0)), splits, settings)
     assert sum(calls) == len(splits.train)
     clean = evaluate(model, splits.val, 50)
     assert sum(calls) == len(splits.train)  # evaluation never augments
@@ -249,7 +249,7 @@ def test_a_run_with_every_feature(tmp_path, synthetic_source, capsys):
             "label_smoothing": 0.1,
             "grad_clip": 1.0,
             "select_best_by": "val_loss",
-            "early_stopping": {"patience": 1, "min_delta": 0.5},
+            "early_stopping": {"patience": 1, "min_delta": 5.0},
         },
         augment={"translate": 2, "rotate": 10},
         data={"normalize": {"mean": 0.5, "std": 0.5}},
@@ -257,7 +257,8 @@ def test_a_run_with_every_feature(tmp_path, synthetic_source, capsys):
     )
     assert train_main(["--config", str(path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "stopped early after epoch 2" in out  # min_delta 0.5 is never met
+    # Early stopping watches val_loss too: a fall of 5.0 is never met.
+    assert "stopped early after epoch 2: validation loss has not improved" in out
     (run,) = (tmp_path / "runs").iterdir()
     best = load_checkpoint(run / "best.pt")
     assert best["normalization"] == {"mean": 0.5, "std": 0.5}

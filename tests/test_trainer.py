@@ -9,6 +9,7 @@ from mlptrain.datasets import DataSplits, load_splits, pixel_stats
 from mlptrain.model import MLP, ModelSpec
 from mlptrain.optim import build_optimizer
 from mlptrain.trainer import (
+    FitState,
     Hooks,
     LoopSettings,
     NonFiniteLoss,
@@ -55,8 +56,8 @@ def settings(epochs=4, batch_size=32, **changes) -> LoopSettings:
 
 
 def run_fit(model, optimizer, splits, epochs=4, hooks=None, **changes):
-    generator = torch.Generator().manual_seed(1)
-    return fit(model, optimizer, splits, settings(epochs, **changes), generator, hooks=hooks)
+    state = FitState(model, optimizer, torch.Generator().manual_seed(1))
+    return fit(state, splits, settings(epochs, **changes), hooks)
 
 
 def test_training_lowers_the_loss_and_learns(tmp_path, synthetic_source):
@@ -98,7 +99,7 @@ def test_best_epoch_is_the_best_validation_accuracy(tmp_path, synthetic_source):
     accuracies = [row["val_accuracy"] for row in result.history]
     first_best = accuracies.index(max(accuracies)) + 1
     assert result.best_epoch == first_best
-    assert result.best_val_accuracy == max(accuracies)
+    assert result.best_value == max(accuracies)
     running_best = [acc > max(accuracies[:i], default=-1) for i, acc in enumerate(accuracies)]
     assert hooks.best_flags == running_best
 
@@ -129,9 +130,8 @@ def test_a_trailing_single_sample_batch_does_not_break_batch_norm(tmp_path, synt
     model = MLP(ModelSpec(hidden=(8,), batch_norm=True))
     optimizer = build_optimizer(model.parameters(), OptimizerConfig())
     batch_size = len(splits.train) - 1  # leaves exactly one sample for the last batch
-    result = fit(
-        model, optimizer, splits, settings(1, batch_size), torch.Generator().manual_seed(0)
-    )
+    state = FitState(model, optimizer, torch.Generator().manual_seed(0))
+    result = fit(state, splits, settings(1, batch_size))
     assert result.history[0]["train_loss"] > 0
 
 
@@ -141,16 +141,18 @@ def test_resuming_from_saved_states_repeats_the_uninterrupted_run(tmp_path, synt
     whole = run_fit(model, optimizer, splits, epochs=4).history
 
     model, optimizer = build(splits, seed=2)
-    generator = torch.Generator().manual_seed(1)
-    first = fit(model, optimizer, splits, settings(2), generator).history
-    # What a checkpoint keeps: weights, optimizer state, the batch-order generator.
-    saved = (model.state_dict(), optimizer.state_dict(), generator.get_state())
+    state = fit(FitState(model, optimizer, torch.Generator().manual_seed(1)), splits, settings(2))
+    # What a checkpoint keeps: weights, optimizer state, the batch-order generator, history.
+    saved = (model.state_dict(), optimizer.state_dict(), state.generator.get_state())
     model, optimizer = build(splits, seed=99)
     model.load_state_dict(saved[0])
     optimizer.load_state_dict(saved[1])
     generator = torch.Generator()
     generator.set_state(saved[2])
-    rest = fit(model, optimizer, splits, settings(4), generator, start_epoch=3, history=first)
+    resumed = FitState(model, optimizer, generator)
+    for record in state.history:
+        resumed.add(record, settings(4))
+    rest = fit(resumed, splits, settings(4))
     assert [row["epoch"] for row in rest.history] == [1, 2, 3, 4]
     keys = ("train_loss", "val_loss", "val_accuracy")
     assert [[row[k] for k in keys] for row in rest.history] == [

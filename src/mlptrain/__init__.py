@@ -1,3 +1,12 @@
-"""mlptrain: train fully-connected classifiers on MNIST and Fashion-MNIST from one YAML file."""
+"""mlptrain: train fully-connected classifiers on MNIST and Fashion-MNIST from one YAML file.
+
+import mlptrain
+result = mlptrain.train("configs/fashion.yaml", overrides=["training.epochs=5"])
+mlptrain.evaluate(result.run_dir / "best.pt").accuracy
+"""
 
 __version__ = "0.1.0"
+
+from mlptrain.api import evaluate, train
+
+__all__ = ["__version__", "evaluate", "train"]

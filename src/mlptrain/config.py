@@ -7,15 +7,15 @@ reported before torch is loaded.
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlptrain.config_errors import describe_errors
 from mlptrain.errors import UsageError
 
 DATASETS = ("mnist", "fashion_mnist")
@@ -122,8 +122,8 @@ class SchedulerConfig(_Section):
 
 
 class EarlyStoppingConfig(_Section):
-    patience: int = Field(ge=1)  # epochs without improvement before stopping
-    min_delta: float = Field(0.0, ge=0.0)  # the least val accuracy gain that counts
+    patience: int = Field(ge=1)  # epochs without select_best_by improving before stopping
+    min_delta: float = Field(0.0, ge=0.0)  # the least gain of select_best_by that counts
 
 
 AMP_MODES = ("none", "bf16", "auto")
@@ -287,7 +287,7 @@ def validate(document: dict[str, Any], origin: str = "config") -> Config:
     try:
         return Config.model_validate(document)
     except ValidationError as exc:
-        lines = _describe_errors(exc.errors())
+        lines = describe_errors(exc.errors(), Config)
         raise UsageError(
             f"invalid {origin}:\n" + "\n".join(f"  - {line}" for line in lines)
         ) from None
@@ -328,73 +328,3 @@ _Dumper.add_representer(
 
 def config_to_yaml(config: Config) -> str:
     return yaml.dump(config_to_dict(config), Dumper=_Dumper, sort_keys=False)
-
-
-def all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
-    """Every dotted key of the schema, sections included (`data`, `data.subset.train`...)."""
-    keys = []
-    for name, field in model.model_fields.items():
-        dotted = prefix + name
-        keys.append(dotted)
-        section = _section_type(field.annotation)
-        if section is not None:
-            keys.extend(all_keys(section, dotted + "."))
-    return keys
-
-
-def _section_type(annotation: Any) -> type[BaseModel] | None:
-    candidates = get_args(annotation) if get_origin(annotation) in (Union, _UnionType) else ()
-    for candidate in (annotation, *candidates):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-_UnionType = type(int | None)
-
-
-def _describe_errors(errors: list[dict[str, Any]]) -> list[str]:
-    lines: list[str] = []
-    for error in errors:
-        key = ".".join(str(part) for part in error["loc"]) or "config"
-        line = _describe_error(key, error)
-        if line not in lines:
-            lines.append(line)
-    return lines
-
-
-def _describe_error(key: str, error: dict[str, Any]) -> str:
-    kind = error["type"]
-    given = error.get("input")
-    if kind == "extra_forbidden":
-        return f"unknown key {key!r}{_did_you_mean(key, all_keys())}"
-    if kind == "literal_error":
-        allowed = re.findall(r"'([^']*)'", error["ctx"]["expected"])
-        hint = _did_you_mean(str(given), allowed)
-        return f"{key}: {given!r} is not one of: {', '.join(allowed)}{hint}"
-    if kind == "missing":
-        return f"{key} is required"
-    if kind == "string_pattern_mismatch":
-        return f"{key}: {given!r} is not allowed here ({_PATTERN_HINTS.get(key, 'bad format')})"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    message = message.replace("Input should be", "must be")
-    if kind in ("model_type", "dict_type") and isinstance(given, (str, int, float, bool)):
-        return f"{key} is a section of keys, not a value (got {given!r})"
-    if kind == "value_error":  # from a model validator: the message names the values
-        return f"{key}: {message}"
-    return f"{key}: {message} (got {given!r})"
-
-
-_PATTERN_HINTS = {
-    "name": "letters, digits, '.', '_' and '-', starting with a letter or digit",
-    "device": "use auto, cpu, cuda or cuda:N",
-}
-
-
-def _did_you_mean(given: str, choices: Sequence[str]) -> str:
-    match = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
-    if not match:
-        # A key put in the wrong section: `lr` -> `optimizer.lr`.
-        last = given.rsplit(".", 1)[-1]
-        match = [choice for choice in choices if choice.rsplit(".", 1)[-1] == last][:1]
-    return f" (did you mean {match[0]!r}?)" if match else ""

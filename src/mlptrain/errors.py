@@ -1,6 +1,17 @@
-"""The one error type for user mistakes: the CLI prints its message and exits with status 2."""
+"""The error types of user-facing failures, and every exit status the commands use."""
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1  # mlp-predict: some images could not be read
+EXIT_USAGE = 2  # a UsageError: bad config, missing file, wrong device...
+EXIT_NONFINITE = 3  # training stopped on a NaN or infinite loss
+EXIT_INTERRUPTED = 130  # Ctrl-C (a signal's own status is 128 + its number)
+
+
+def signal_status(signum: int) -> int:
+    """The shell's exit status of a process ended by signal `signum`."""
+    return 128 + signum
 
 
 class UsageError(Exception):

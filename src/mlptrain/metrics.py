@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from mlptrain.trainer import EvalResult
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """A model's loss, accuracy and predictions on one split (tensors on the CPU)."""
+
+    loss: float
+    accuracy: float
+    predictions: torch.Tensor  # int64
+    labels: torch.Tensor  # int64
+    confidences: torch.Tensor  # the predicted class's probability
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
 
 
 def summarize(result: EvalResult, class_names: list[str], **context: Any) -> dict[str, Any]:

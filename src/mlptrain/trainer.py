@@ -1,8 +1,9 @@
-"""The training loop: train_one_epoch, evaluate, fit.
+"""The training loop: train_one_epoch, evaluate, fit, on a FitState the caller owns.
 
 The trainer takes built objects (model, optimizer, splits) and reports through hooks;
 it knows nothing of config files or run folders. Losses and correct counts
 accumulate on the device and are read once per epoch, so nothing synchronizes per step.
+Whatever happens (a NaN, a stop request), the state holds every finished epoch.
 """
 
 from __future__ import annotations
@@ -19,20 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlptrain.datasets import DataSplits, Split, batches
+from mlptrain.metrics import EvalResult
+from mlptrain.monitor import Monitor
 from mlptrain.optim import Schedule, current_lr
 
-
-@dataclass(frozen=True)
-class EvalResult:
-    loss: float
-    accuracy: float
-    predictions: torch.Tensor  # int64 on the CPU
-    labels: torch.Tensor  # int64 on the CPU
-    confidences: torch.Tensor  # the predicted class's probability, on the CPU
-
-    @property
-    def n(self) -> int:
-        return int(self.labels.shape[0])
+NONFINITE_CHECKS = ("every_batch", "device_flag")
 
 
 @dataclass(frozen=True)
@@ -45,49 +37,58 @@ class LoopSettings:
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max gradient norm
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # training batches only
-    select_best_by: str = "val_accuracy"  # or "val_loss"
-    patience: int | None = None  # early stopping: epochs without val accuracy gain
-    min_delta: float = 0.0  # early stopping: the least gain that counts
+    select_best_by: str = "val_accuracy"  # or "val_loss": best.pt and early stopping
+    patience: int | None = None  # early stopping: epochs without improvement
+    min_delta: float = 0.0  # early stopping: the least improvement that counts
+    nonfinite_check: str | None = None  # NONFINITE_CHECKS; None: by device
+
+    @property
+    def monitor(self) -> Monitor:
+        return Monitor(self.select_best_by)
 
 
 @dataclass
-class FitResult:
-    settings: LoopSettings
+class FitState:
+    """Everything that changes while a run trains. The caller owns it, so nothing is
+    lost or rebuilt when fit() ends by an exception."""
+
+    model: nn.Module  # what is trained: the model or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # draws each epoch's batch order
+    schedule: Schedule = field(default_factory=Schedule)
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int = 0
-    best_score: float | None = None  # by settings.select_best_by; higher is better
-    stale_epochs: int = 0  # epochs since validation accuracy last improved by min_delta
-    top_accuracy: float | None = None
+    best_epoch: int = 0  # the epoch best.pt holds; 0: none yet
+    best_value: float | None = None  # its monitored metric
+    watched_value: float | None = None  # early stopping's reference value
+    stale_epochs: int = 0  # epochs since the monitored metric last improved by min_delta
     stopped_early: bool = False
 
     @property
-    def best_val_accuracy(self) -> float | None:
-        return self.history[self.best_epoch - 1].get("val_accuracy") if self.best_epoch else None
+    def epochs_done(self) -> int:
+        return int(self.history[-1]["epoch"]) if self.history else 0
 
-    def add(self, record: dict[str, Any]) -> bool:
+    def add(self, record: dict[str, Any], settings: LoopSettings) -> bool:
         """Append an epoch's record; True when it is the new best (the first best on ties).
 
         Without validation every epoch counts as the best, so the last one wins.
         """
         self.history.append(record)
-        accuracy = record.get("val_accuracy")
-        if accuracy is None:
+        monitor = settings.monitor
+        value = monitor.value(record)
+        if value is None:
             self.best_epoch = record["epoch"]
             return True
-        if self.top_accuracy is None or accuracy > self.top_accuracy + self.settings.min_delta:
-            self.top_accuracy, self.stale_epochs = accuracy, 0
+        if monitor.better(value, self.watched_value, settings.min_delta):
+            self.watched_value, self.stale_epochs = value, 0
         else:
             self.stale_epochs += 1
-        score = accuracy if self.settings.select_best_by == "val_accuracy" else -record["val_loss"]
-        if self.best_score is None or score > self.best_score:
-            self.best_epoch, self.best_score = record["epoch"], score
+        if monitor.better(value, self.best_value):
+            self.best_epoch, self.best_value = record["epoch"], value
             return True
         return False
 
-    @property
-    def should_stop_early(self) -> bool:
-        patience = self.settings.patience
-        return patience is not None and self.stale_epochs >= patience
+    def should_stop_early(self, settings: LoopSettings) -> bool:
+        return settings.patience is not None and self.stale_epochs >= settings.patience
 
 
 class TrainingInterrupted(Exception):
@@ -122,6 +123,76 @@ class Hooks:
         return False
 
 
+class HookList(Hooks):
+    """Several observers as one, told in order."""
+
+    def __init__(self, *hooks: Hooks) -> None:
+        self.hooks = hooks
+
+    def epoch_start(self, epoch: int, batch_count: int) -> None:
+        for hook in self.hooks:
+            hook.epoch_start(epoch, batch_count)
+
+    def batch_end(self, samples: int) -> None:
+        for hook in self.hooks:
+            hook.batch_end(samples)
+
+    def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
+        for hook in self.hooks:
+            hook.epoch_end(record, is_best)
+
+    def should_stop(self) -> bool:
+        return any(hook.should_stop() for hook in self.hooks)
+
+
+class NonFiniteCheck:
+    """Watches one epoch's losses for NaN or infinity.
+
+    every_batch reads each loss (free on a CPU, and needed to skip a batch); device_flag
+    keeps the first bad batch's number on the device and reads it every `every` batches
+    and at the end, so that nothing synchronizes per step on a GPU.
+    """
+
+    def __init__(
+        self,
+        settings: LoopSettings,
+        device: torch.device,
+        epoch: int,
+        lr: Callable[[], float],
+        every: int = 32,
+    ) -> None:
+        self.skip = settings.on_nonfinite == "skip_batch"
+        default = "every_batch" if self.skip or device.type == "cpu" else "device_flag"
+        self.strategy = settings.nonfinite_check or default
+        if self.strategy not in NONFINITE_CHECKS or (self.skip and self.strategy != "every_batch"):
+            raise ValueError(f"non-finite check {self.strategy!r} with {settings.on_nonfinite}")
+        self.epoch, self.lr, self.every = epoch, lr, every
+        self.skipped = 0
+        self._first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 1-based; 0: none
+
+    def skips(self, loss: torch.Tensor, batch: int) -> bool:
+        """True when the batch is to be skipped; raises NonFiniteLoss to stop training."""
+        if self.strategy == "every_batch":
+            if math.isfinite(loss.item()):
+                return False
+            if not self.skip:
+                raise NonFiniteLoss(self.epoch, batch, self.lr())
+            self.skipped += 1
+            return True
+        self._first_bad = torch.where(
+            (self._first_bad == 0) & ~torch.isfinite(loss), batch, self._first_bad
+        )
+        if batch % self.every == 0:
+            self.finish()
+        return False
+
+    def finish(self) -> None:
+        """Raise for a bad batch that the device flag holds."""
+        first_bad = int(self._first_bad.item()) if self.strategy == "device_flag" else 0
+        if first_bad:
+            raise NonFiniteLoss(self.epoch, first_bad, self.lr())
+
+
 def autocast(
     device: torch.device, amp_dtype: torch.dtype | None
 ) -> contextlib.AbstractContextManager:
@@ -131,64 +202,53 @@ def autocast(
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
+def _has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+
+
 def train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    state: FitState,
     split: Split,
     settings: LoopSettings,
-    generator: torch.Generator,
     hooks: Hooks | None = None,
     epoch: int = 1,
-    schedule: Schedule | None = None,
 ) -> dict[str, float]:
     """One shuffled pass over `split`; returns mean loss, accuracy, seconds and samples/s."""
     hooks = hooks or Hooks()
-    schedule = schedule or Schedule()
+    model, optimizer = state.model, state.optimizer
     device = split.labels.device
-    skip_nonfinite = settings.on_nonfinite == "skip_batch"
-    # Where reading a value costs nothing (CPU) the loss is checked every batch; on a GPU
-    # the first bad batch is tracked on the device and read every few batches, so that
-    # nothing synchronizes per step.
-    check_every = 1 if device.type == "cpu" else 32
+    check = NonFiniteCheck(settings, device, epoch, lambda: current_lr(optimizer))
+    # Batch norm cannot train on one sample: only then is a trailing single dropped.
+    single_breaks = _has_batch_norm(model)
     model.train()
-    order = torch.randperm(len(split), generator=generator).to(device)
+    order = torch.randperm(len(split), generator=state.generator).to(device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 1-based; 0: none yet
-    seen = skipped = 0
+    seen = 0
     start = time.perf_counter()
     for batch, (images, labels) in enumerate(batches(split, settings.batch_size, order), 1):
-        if len(labels) < 2 and seen:
-            continue  # batch norm cannot train on one sample; a trailing single is dropped
+        if single_breaks and len(labels) < 2 and seen:
+            continue
         if settings.augment is not None:
             images = settings.augment(images)
         with autocast(device, settings.amp_dtype):
             logits = model(images)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
-        if skip_nonfinite or check_every == 1:
-            if not math.isfinite(loss.item()):  # with skip_batch, a sync per step on a GPU
-                if not skip_nonfinite:
-                    raise NonFiniteLoss(epoch, batch, current_lr(optimizer))
-                skipped += 1
-                continue
-        else:
-            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), batch, first_bad)
-            if batch % check_every == 0 and first_bad.item():
-                raise NonFiniteLoss(epoch, int(first_bad.item()), current_lr(optimizer))
+        if check.skips(loss, batch):
+            continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
-        schedule.batch_end()
+        state.schedule.batch_end()
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
         hooks.batch_end(len(labels))
         if hooks.should_stop():
             raise TrainingInterrupted(epoch, batch)
-    if first_bad.item():
-        raise NonFiniteLoss(epoch, int(first_bad.item()), current_lr(optimizer))
+    check.finish()
     if not seen:
         raise NonFiniteLoss(epoch, 1, current_lr(optimizer))  # every batch was skipped
     mean_loss = loss_sum.item() / seen  # the epoch's one synchronization
@@ -198,7 +258,7 @@ def train_one_epoch(
         "train_accuracy": correct.item() / seen,
         "train_seconds": seconds,
         "samples_per_second": seen / seconds,
-        "skipped_batches": skipped,
+        "skipped_batches": check.skipped,
     }
 
 
@@ -230,46 +290,26 @@ def evaluate(
 
 
 def fit(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    splits: DataSplits,
-    settings: LoopSettings,
-    generator: torch.Generator,
-    *,
-    hooks: Hooks | None = None,
-    start_epoch: int = 1,
-    history: list[dict[str, Any]] | None = None,
-    schedule: Schedule | None = None,
-) -> FitResult:
-    """Train epochs `start_epoch`..`settings.epochs`, validating after each.
-
-    `history` holds the records of earlier epochs when a run is resumed; `generator`
-    draws each epoch's batch order (its state is part of a resumable checkpoint).
-    """
+    state: FitState, splits: DataSplits, settings: LoopSettings, hooks: Hooks | None = None
+) -> FitState:
+    """Train the epochs after `state.epochs_done` up to `settings.epochs`, validating
+    after each; a resumed run's state already holds the earlier epochs."""
     hooks = hooks or Hooks()
-    schedule = schedule or Schedule()
-    result = FitResult(settings)
-    for record in history or []:
-        result.add(record)
     batch_count = math.ceil(len(splits.train) / settings.batch_size)
-    for epoch in range(start_epoch, settings.epochs + 1):
+    for epoch in range(state.epochs_done + 1, settings.epochs + 1):
         hooks.epoch_start(epoch, batch_count)
         start = time.perf_counter()
-        record: dict[str, Any] = {"epoch": epoch, "lr": current_lr(optimizer)}
-        record.update(
-            train_one_epoch(
-                model, optimizer, splits.train, settings, generator, hooks, epoch, schedule
-            )
-        )
-        schedule.epoch_end()
+        record: dict[str, Any] = {"epoch": epoch, "lr": current_lr(state.optimizer)}
+        record.update(train_one_epoch(state, splits.train, settings, hooks, epoch))
+        state.schedule.epoch_end()
         if splits.val is not None:
-            val = evaluate(model, splits.val, settings.eval_batch_size, settings.amp_dtype)
+            val = evaluate(state.model, splits.val, settings.eval_batch_size, settings.amp_dtype)
             record.update(val_loss=val.loss, val_accuracy=val.accuracy)
         record["epoch_seconds"] = time.perf_counter() - start
-        hooks.epoch_end(record, result.add(record))
-        if result.should_stop_early and epoch < settings.epochs:
-            result.stopped_early = True
+        hooks.epoch_end(record, state.add(record, settings))
+        if state.should_stop_early(settings) and epoch < settings.epochs:
+            state.stopped_early = True
             break
         if hooks.should_stop() and epoch < settings.epochs:
             raise TrainingInterrupted(epoch, None)
-    return result
+    return state

@@ -1,59 +1,19 @@
-"""What every command shares: logging to the terminal (and a run's log), exit codes."""
+"""What every command shares: the shared flags and their config keys, and turning errors
+into one message and an exit status."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from mlptrain.errors import StopRun, UsageError
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class _Buffer(logging.Handler):
-    """Keeps records until the run's log file exists, so train.log misses nothing."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-def setup_logging() -> logging.Logger:
-    """Plain messages on stdout, buffered for a log file that `log_to_file` opens later."""
-    logger = logging.getLogger("mlptrain")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    terminal = logging.StreamHandler(sys.stdout)
-    terminal.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(terminal)
-    logger.addHandler(_Buffer())
-    return logger
-
-
-def log_to_file(logger: logging.Logger, path: Path) -> None:
-    """Send everything logged so far, and from now on, to `path` as well."""
-    file_handler = logging.FileHandler(path, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(message)s"))
-    for handler in list(logger.handlers):
-        if isinstance(handler, _Buffer):
-            logger.removeHandler(handler)
-            for record in handler.records:
-                file_handler.handle(record)
-    logger.addHandler(file_handler)
+from mlptrain.errors import EXIT_INTERRUPTED, EXIT_USAGE, StopRun, UsageError
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    """--config, --set, --name, --data-source: where a run's config comes from."""
+    """--config, --set, --name: where a run's config comes from."""
     parser.add_argument("--config", metavar="FILE", help=f"{what} (default: all defaults)")
     parser.add_argument(
         "--set",
@@ -64,9 +24,41 @@ def add_config_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         help="override a config key by dotted path; VALUE is YAML (repeatable)",
     )
     parser.add_argument("--name", help="name prefix of the folder (the config's `name`)")
+    add_data_arguments(parser)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, device_default: str | None = None) -> None:
+    """--data-source, --no-verify, --device: where the data is and what runs it."""
     parser.add_argument(
         "--data-source", metavar="DIR", help="folder holding the four IDX files (offline import)"
     )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="accept dataset files whose checksums differ from the published ones",
+    )
+    fallback = f"default {device_default}" if device_default else "default: the config's"
+    parser.add_argument(
+        "--device", default=device_default, help=f"auto | cpu | cuda | cuda:N ({fallback})"
+    )
+
+
+def flag_settings(args: argparse.Namespace, absolute_source: bool = False) -> dict[str, Any]:
+    """The shared flags as dotted config keys and values (only the flags given).
+
+    `absolute_source`: the data source as an absolute path, for configs that other
+    processes in other folders read (a sweep's trials)."""
+    settings: dict[str, Any] = {}
+    if getattr(args, "name", None) is not None:
+        settings["name"] = args.name
+    if args.data_source is not None:
+        source = Path(args.data_source)
+        settings["data.source"] = str(source.resolve() if absolute_source else source)
+    if args.no_verify:
+        settings["data.verify"] = False
+    if args.device is not None:
+        settings["device"] = args.device
+    return settings
 
 
 def run_command(prog: str, body: Callable[[], int]) -> int:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any
 
-from mlptrain.cli.common import add_config_arguments, run_command, setup_logging
+from mlptrain.cli.common import add_config_arguments, flag_settings, run_command
 from mlptrain.config import config_to_yaml, load_config
+from mlptrain.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,11 +18,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--set model.hidden=[256,128] --name lr-test",
     )
     add_config_arguments(parser, "the YAML config")
-    parser.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="accept dataset files whose checksums differ from the published ones",
-    )
     parser.add_argument(
         "--resume",
         metavar="RUN",
@@ -41,35 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command("mlp-train", lambda: train(args))
 
-    def body() -> int:
-        settings: dict[str, Any] = {}
-        if args.name is not None:
-            settings["name"] = args.name
-        if args.data_source is not None:
-            settings["data.source"] = args.data_source
-        if args.no_verify:
-            settings["data.verify"] = False
-        show_bar = not args.quiet and sys.stderr.isatty()
-        if args.resume is not None:
-            return resume_run(args, settings, show_bar)
-        config = load_config(args.config, args.overrides, settings)
-        if args.print_config:
-            sys.stdout.write(config_to_yaml(config))
-            return 0
-        # Imported only now, so that --help and config errors never wait for torch.
-        from mlptrain.cli.training_run import train
 
-        run_dir = Path(args.run_dir) if args.run_dir else None
-        train(config, setup_logging(), show_bar=show_bar, run_dir=run_dir)
+def train(args: argparse.Namespace) -> int:
+    settings = flag_settings(args)
+    show_bar = not args.quiet and sys.stderr.isatty()
+    if args.resume is not None:
+        return resume(args, settings, show_bar)
+    config = load_config(args.config, args.overrides, settings)
+    if args.print_config:
+        sys.stdout.write(config_to_yaml(config))
         return 0
+    # Imported only now, so that --help and config errors never wait for torch.
+    from mlptrain.logs import setup_logging
+    from mlptrain.run.runner import train as run_training
 
-    return run_command("mlp-train", body)
+    setup_logging()
+    run_training(config, run_dir=args.run_dir, show_bar=show_bar)
+    return 0
 
 
-def resume_run(args: argparse.Namespace, settings: dict[str, Any], show_bar: bool) -> int:
-    from mlptrain.errors import UsageError
-
+def resume(args: argparse.Namespace, settings: dict, show_bar: bool) -> int:
     flags = {
         "--config": args.config,
         "--name": args.name,
@@ -82,9 +69,11 @@ def resume_run(args: argparse.Namespace, settings: dict[str, Any], show_bar: boo
             f"--resume continues a run with its own config; {', '.join(clashing)} cannot be "
             "used with it"
         )
-    from mlptrain.cli.training_run import resume
+    from mlptrain.logs import setup_logging
+    from mlptrain.run.runner import resume as resume_run
 
-    resume(Path(args.resume), args.overrides, settings, setup_logging(), show_bar=show_bar)
+    setup_logging()
+    resume_run(args.resume, args.overrides, settings, show_bar=show_bar)
     return 0
 
 

@@ -20,9 +20,19 @@ from typing import Any
 
 from mlptrain.errors import UsageError
 from mlptrain.fsutil import atomic_write_text
-from mlptrain.sweep.report import row_for, write_reports
+from mlptrain.monitor import Monitor
+from mlptrain.sweep.report import row_for, score, write_reports
+from mlptrain.sweep.settings import SweepSettings
 from mlptrain.sweep.spec import ParamSpec, decode, encode
-from mlptrain.sweep.trials import COMPLETE, FAILED, INTERRUPTED, PRUNED, free_run_dir, run_trial
+from mlptrain.sweep.trials import (
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    PRUNED,
+    TrialResult,
+    free_run_dir,
+    run_trial,
+)
 
 log = logging.getLogger("mlptrain")
 
@@ -33,8 +43,7 @@ class SweepContext:
 
     folder: Path
     base_config: Path
-    keys: list[str]  # the swept config keys, in order
-    log_keys: frozenset[str]  # keys whose plots use a log scale
+    settings: SweepSettings
     workers: int
     threads: int  # torch threads per trial
     stop: threading.Event = field(default_factory=threading.Event)
@@ -45,18 +54,37 @@ class SweepContext:
     def trials_dir(self) -> Path:
         return self.folder / "trials"
 
+    @property
+    def monitor(self) -> Monitor:
+        return self.settings.objective
+
+    def run_trial(self, params: dict[str, Any], run_dir: Path, on_epoch=None) -> TrialResult:
+        return run_trial(
+            self.base_config,
+            params,
+            run_dir,
+            self.threads,
+            self.stop,
+            self.monitor,
+            on_epoch=on_epoch,
+            processes=self.processes,
+        )
+
+    def write_reports(self, rows: list[dict[str, Any]]) -> None:
+        keys, log_keys = self.settings.keys, self.settings.log_keys()
+        write_reports(self.folder, keys, rows, self.monitor, log_keys)
+
+    def log_result(self, number: int, params: dict[str, Any], result: dict[str, Any]) -> None:
+        outcome = result["status"]
+        value = score(result, self.monitor)
+        if value is not None:
+            outcome += f", {self.monitor.label} {value:.4f} (epoch {result['best_epoch']})"
+        if result.get("message"):
+            outcome += f": {result['message']}"
+        log.info("trial %d: %s -> %s", number, self.describe(params), outcome)
+
     def describe(self, params: dict[str, Any]) -> str:
         return ", ".join(f"{key}={encode(value)}" for key, value in params.items())
-
-
-def _log_result(number: int, params: str, result: dict[str, Any]) -> None:
-    outcome = result["status"]
-    if result.get("best_val_accuracy") is not None:
-        outcome += f", best val acc {result['best_val_accuracy']:.4f}"
-        outcome += f" (epoch {result['best_epoch']})"
-    if result.get("message"):
-        outcome += f": {result['message']}"
-    log.info("trial %d: %s -> %s", number, params, outcome)
 
 
 def _run_all(context: SweepContext, jobs: list[Callable[[], None]]) -> None:
@@ -77,7 +105,7 @@ def _run_all(context: SweepContext, jobs: list[Callable[[], None]]) -> None:
 class GridEngine:
     """Every combination once; trials.json records each one's status and results."""
 
-    def __init__(self, context: SweepContext, points: list[dict[str, Any]]) -> None:
+    def __init__(self, context: SweepContext) -> None:
         self.context = context
         self.ledger_path = context.folder / "trials.json"
         if self.ledger_path.exists():
@@ -85,7 +113,7 @@ class GridEngine:
         else:
             self.entries = [
                 {"number": number, "params": params, "status": "pending"}
-                for number, params in enumerate(points)
+                for number, params in enumerate(context.settings.points)
             ]
             self._save()
 
@@ -120,19 +148,12 @@ class GridEngine:
             run_dir = free_run_dir(context.trials_dir, entry["number"])
             entry.update(status="running", run_dir=str(run_dir))
             self._save()
-        result = run_trial(
-            context.base_config,
-            entry["params"],
-            run_dir,
-            context.threads,
-            context.stop,
-            processes=context.processes,
-        ).to_dict()
+        result = context.run_trial(entry["params"], run_dir).to_dict()
         with context.lock:
             entry.update(result)
             self._save()
-            write_reports(context.folder, context.keys, self.rows(), context.log_keys)
-        _log_result(entry["number"], context.describe(entry["params"]), result)
+            context.write_reports(self.rows())
+        context.log_result(entry["number"], entry["params"], result)
 
 
 # --- Optuna ----------------------------------------------------------------------------------
@@ -157,29 +178,21 @@ class OptunaEngine:
     server that several machines' sweeps share (`--storage URL --study NAME`).
     """
 
-    def __init__(
-        self,
-        context: SweepContext,
-        specs: list[ParamSpec],
-        trials: int,
-        prune: bool,
-        storage: str,
-        study_name: str,
-        seed: int,
-        epochs: int,
-    ) -> None:
+    def __init__(self, context: SweepContext, epochs: int) -> None:
         optuna = self.optuna = import_optuna()
-        self.context, self.specs, self.trials, self.prune = context, specs, trials, prune
+        settings = context.settings
+        self.context, self.specs = context, settings.params
+        self.trials, self.prune = settings.trials, settings.prune
         self.epochs = epochs  # the base config's; a swept training.epochs overrides it
         pruner = (
             optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
-            if prune
+            if settings.prune
             else optuna.pruners.NopPruner()
         )
-        self.study = self._open_study(storage, study_name, pruner, seed)
-        self.distributions = {spec.key: self._distribution(spec) for spec in specs}
+        self.study = self._open_study(settings.storage, settings.study, pruner, settings.seed)
+        self.distributions = {spec.key: self._distribution(spec) for spec in self.specs}
 
-    def _open_study(self, url: str, study_name: str, pruner, seed: int):
+    def _open_study(self, url: str, study_name: str, pruner, seed: int | None):
         optuna = self.optuna
         for attempt in range(6):
             try:
@@ -192,7 +205,7 @@ class OptunaEngine:
                 return optuna.create_study(
                     storage=storage,
                     study_name=study_name,
-                    direction="maximize",
+                    direction=self.context.monitor.direction,
                     load_if_exists=True,
                     sampler=optuna.samplers.TPESampler(seed=seed),
                     pruner=pruner,
@@ -238,18 +251,8 @@ class OptunaEngine:
             outcome = trial.user_attrs.get("outcome")
             if outcome not in (COMPLETE, FAILED, PRUNED, INTERRUPTED):
                 continue
-            result = {
-                key: trial.user_attrs.get(key)
-                for key in (
-                    "run_dir",
-                    "message",
-                    "best_val_accuracy",
-                    "best_epoch",
-                    "test_accuracy",
-                    "train_seconds",
-                    "curve",
-                )
-            }
+            result = {key: trial.user_attrs.get(key) for key in TrialResult.columns()}
+            result["curve"] = trial.user_attrs.get("curve")
             rows.append(row_for(trial.number, self._params(trial), {**result, "status": outcome}))
         return rows
 
@@ -286,32 +289,25 @@ class OptunaEngine:
 
             last_epoch = params.get("training.epochs", self.epochs)
 
-            def on_epoch(epoch: int, accuracy: float, trial=trial, last=last_epoch) -> bool:
-                trial.report(accuracy, epoch)
+            def on_epoch(epoch: int, value: float, trial=trial, last=last_epoch) -> bool:
+                trial.report(value, epoch)
                 # Never after the last epoch: the trial has finished its training by then.
                 return self.prune and epoch < last and trial.should_prune()
 
-            result = run_trial(
-                context.base_config,
-                params,
-                run_dir,
-                context.threads,
-                context.stop,
-                on_epoch=on_epoch,
-                processes=context.processes,
-            ).to_dict()
-            if result["status"] == COMPLETE and result["best_val_accuracy"] is None:
+            result = context.run_trial(params, run_dir, on_epoch).to_dict()
+            value = score(result, context.monitor)
+            if result["status"] == COMPLETE and value is None:
                 result.update(status=FAILED, message="no validation split (data.val_fraction 0)")
-            for key, value in result.items():
+            for key, attribute in result.items():
                 if key != "status":
-                    trial.set_user_attr(key, value)
+                    trial.set_user_attr(key, attribute)
             trial.set_user_attr("outcome", result["status"])
             if result["status"] == COMPLETE:
-                self.study.tell(trial, result["best_val_accuracy"])
+                self.study.tell(trial, value)
             elif result["status"] == PRUNED:
                 self.study.tell(trial, state=states.PRUNED)
             else:
                 self.study.tell(trial, state=states.FAIL)
             with context.lock:
-                write_reports(context.folder, context.keys, self.rows(), context.log_keys)
-            _log_result(trial.number, context.describe(params), result)
+                context.write_reports(self.rows())
+            context.log_result(trial.number, params, result)

@@ -10,18 +10,12 @@ from typing import Any
 
 from mlptrain.config import config_to_yaml, load_config
 from mlptrain.fsutil import atomic_write_text
+from mlptrain.monitor import Monitor
 from mlptrain.reports import pyplot, save
 from mlptrain.sweep.spec import encode
+from mlptrain.sweep.trials import TrialResult
 
-SUMMARY_COLUMNS = (
-    "best_val_accuracy",
-    "best_epoch",
-    "test_accuracy",
-    "train_seconds",
-    "status",
-    "run_dir",
-    "message",
-)
+SUMMARY_COLUMNS = TrialResult.columns()
 
 
 def row_for(number: int, params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
@@ -39,32 +33,32 @@ def _number(value: Any, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best validation accuracy first; trials without one last, in trial order."""
-    return sorted(
-        rows,
-        key=lambda row: (
-            row.get("best_val_accuracy") is None,
-            -(row.get("best_val_accuracy") or 0),
-            row["trial"],
-        ),
-    )
+def score(row: dict[str, Any], monitor: Monitor) -> float | None:
+    """The monitored metric at the trial's best epoch."""
+    return row.get(f"best_{monitor.metric}")
+
+
+def ranked(rows: list[dict[str, Any]], monitor: Monitor) -> list[dict[str, Any]]:
+    """Best by the monitored metric first; trials without one last, in trial order."""
+    return sorted(rows, key=lambda row: (*monitor.sort_key(score(row, monitor)), row["trial"]))
 
 
 def write_reports(
     folder: Path,
     keys: list[str],
     rows: list[dict[str, Any]],
+    monitor: Monitor,
     log_keys: frozenset[str] = frozenset(),
 ) -> None:
-    """All outputs from the finished trials' rows; `log_keys` are plotted on a log scale."""
+    """All outputs from the finished trials' rows, ranked by `monitor`; `log_keys` are
+    plotted on a log scale."""
     rows = sorted(rows, key=lambda row: row["trial"])
     write_results_csv(folder / "results.csv", keys, rows)
-    atomic_write_text(folder / "results.md", results_markdown(keys, rows))
+    atomic_write_text(folder / "results.md", results_markdown(keys, rows, monitor))
     if any(row.get("curve") for row in rows):
-        plot_sweep(folder / "sweep.png", keys, rows, log_keys)
-        plot_curves(folder / "curves.png", rows)
-    write_best_config(folder / "best_config.yaml", rows)
+        plot_sweep(folder / "sweep.png", keys, rows, monitor, log_keys)
+        plot_curves(folder / "curves.png", rows, monitor)
+    write_best_config(folder / "best_config.yaml", rows, monitor)
 
 
 def write_results_csv(path: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
@@ -85,30 +79,37 @@ def _csv(value: Any) -> Any:
     return "" if value is None else value
 
 
-def results_markdown(keys: list[str], rows: list[dict[str, Any]]) -> str:
-    header = ["rank", "trial", *keys, "best val acc", "epoch", "test acc", "seconds", "status"]
+def results_markdown(keys: list[str], rows: list[dict[str, Any]], monitor: Monitor) -> str:
+    header = ["rank", "trial", *keys, "best epoch", "val acc", "val loss", "test acc"]
+    header += ["seconds", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for rank, row in enumerate(ranked(rows), 1):
+    for rank, row in enumerate(ranked(rows, monitor), 1):
         cells = [
             str(rank),
             str(row["trial"]),
             *(f"`{_display(row['params'].get(key))}`" for key in keys),
-            _number(row.get("best_val_accuracy"), 4),
             "" if row.get("best_epoch") is None else str(row["best_epoch"]),
+            _number(row.get("best_val_accuracy"), 4),
+            _number(row.get("best_val_loss"), 4),
             _number(row.get("test_accuracy"), 4),
             _number(row.get("train_seconds"), 1),
             row["status"] + (f": {row['message']}" if row.get("message") else ""),
         ]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    lines += [
+        "",
+        f"Ranked by {monitor.label} (training.select_best_by). Every column describes the "
+        "trial's best epoch, the one its best.pt holds.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_best_config(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_best_config(path: Path, rows: list[dict[str, Any]], monitor: Monitor) -> None:
     """The best finished trial's config; with a shared study, the best one run here."""
     best = next(
         (
             row
-            for row in ranked(rows)
+            for row in ranked(rows, monitor)
             if row.get("status") == "complete" and (Path(row["run_dir"]) / "config.yaml").exists()
         ),
         None,
@@ -121,8 +122,8 @@ def write_best_config(path: Path, rows: list[dict[str, Any]]) -> None:
         update={"training": config.training.model_copy(update={"threads": None})}
     )
     header = (
-        f"# the best trial of this sweep: trial {best['trial']}, validation accuracy "
-        f"{best['best_val_accuracy']:.4f} (epoch {best['best_epoch']}), run {best['run_dir']}\n"
+        f"# the best trial of this sweep: trial {best['trial']}, {monitor.label} "
+        f"{score(best, monitor):.4f} (epoch {best['best_epoch']}), run {best['run_dir']}\n"
     )
     atomic_write_text(path, header + config_to_yaml(config))
 
@@ -132,19 +133,23 @@ def _is_number(value: Any) -> bool:
 
 
 def plot_sweep(
-    path: Path, keys: list[str], rows: list[dict[str, Any]], log_keys: frozenset[str]
+    path: Path,
+    keys: list[str],
+    rows: list[dict[str, Any]],
+    monitor: Monitor,
+    log_keys: frozenset[str],
 ) -> None:
-    """Validation accuracy against each swept parameter; a heatmap for a full 2-key grid."""
+    """The monitored metric against each swept parameter; a heatmap for a full 2-key grid."""
     plt = pyplot()
-    scored = [row for row in rows if row.get("best_val_accuracy") is not None]
+    scored = [row for row in rows if score(row, monitor) is not None]
     if len(keys) == 2 and _is_full_grid(keys, rows):
-        figure = _heatmap(plt, keys, scored)
+        figure = _heatmap(plt, keys, scored, monitor)
     else:
         figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
         for axis, key in zip(axes[0], keys, strict=True):
-            _scatter(axis, key, scored, key in log_keys)
-        axes[0][0].set_ylabel("best validation accuracy")
-        figure.suptitle(f"{len(scored)} trials: validation accuracy per parameter")
+            _scatter(axis, key, scored, monitor, key in log_keys)
+        axes[0][0].set_ylabel(f"best {monitor.label}")
+        figure.suptitle(f"{len(scored)} trials: {monitor.label} per parameter")
     figure.tight_layout()
     save(figure, path)
 
@@ -155,22 +160,26 @@ def _is_full_grid(keys: list[str], rows: list[dict[str, Any]]) -> bool:
     return len(rows) == len(first) * len(second) and len(rows) > 1
 
 
-def _heatmap(plt, keys: list[str], rows: list[dict[str, Any]]):
+def _heatmap(plt, keys: list[str], rows: list[dict[str, Any]], monitor: Monitor):
     ys = _ordered([row["params"][keys[0]] for row in rows])
     xs = _ordered([row["params"][keys[1]] for row in rows])
+    sign = 1.0 if monitor.maximize else -1.0  # signed values: higher is better
     grid = [[math.nan] * len(xs) for _ in ys]
     for row in rows:
         y, x = ys.index(row["params"][keys[0]]), xs.index(row["params"][keys[1]])
-        grid[y][x] = row["best_val_accuracy"]
+        grid[y][x] = sign * score(row, monitor)
     figure, axis = plt.subplots(figsize=(1.3 * len(xs) + 3, 0.7 * len(ys) + 2.2))
     finite = sorted(value for line in grid for value in line if not math.isnan(value))
     low, high = (finite[0], finite[-1]) if finite else (0.0, 1.0)
     # One diverged trial must not wash out the differences among the good ones: the
-    # colours span the upper three quarters, and anything lower takes the darkest one.
+    # colours span the better three quarters, and anything worse takes the darkest one.
     if finite:
         quartile = finite[len(finite) // 4]
         low = max(low, quartile - (high - quartile) * 0.5)
-    image = axis.imshow(grid, cmap="viridis", aspect="auto", vmin=low, vmax=high)
+    shown = [[sign * value for value in line] for line in grid]
+    limits = (low, high) if sign > 0 else (-high, -low)
+    cmap = "viridis" if sign > 0 else "viridis_r"
+    image = axis.imshow(shown, cmap=cmap, aspect="auto", vmin=limits[0], vmax=limits[1])
     axis.set_xticks(range(len(xs)), [_display(x) for x in xs])
     axis.set_yticks(range(len(ys)), [_display(y) for y in ys])
     axis.set_xlabel(keys[1])
@@ -178,12 +187,13 @@ def _heatmap(plt, keys: list[str], rows: list[dict[str, Any]]):
     middle = (low + high) / 2
     for y, line in enumerate(grid):
         for x, value in enumerate(line):
-            text = "failed" if math.isnan(value) else f"{value:.4f}"
+            text = "failed" if math.isnan(value) else f"{sign * value:.4f}"
             colour = "white" if math.isnan(value) or value < middle else "black"
             axis.text(x, y, text, ha="center", va="center", color=colour, fontsize=9)
-    extend = "min" if finite and finite[0] < low else "neither"
-    figure.colorbar(image, ax=axis, label="best validation accuracy", extend=extend)
-    axis.set_title("best validation accuracy")
+    clipped = finite and finite[0] < low
+    extend = ("min" if sign > 0 else "max") if clipped else "neither"
+    figure.colorbar(image, ax=axis, label=f"best {monitor.label}", extend=extend)
+    axis.set_title(f"best {monitor.label}")
     return figure
 
 
@@ -197,10 +207,11 @@ def _ordered(values: list[Any]) -> list[Any]:
     return unique
 
 
-def _scatter(axis, key: str, rows: list[dict[str, Any]], log_scale: bool) -> None:
+def _scatter(axis, key: str, rows: list[dict[str, Any]], monitor: Monitor, log_scale: bool) -> None:
     values = [row["params"][key] for row in rows]
-    scores = [row["best_val_accuracy"] for row in rows]
-    if all(_is_number(value) for value in values):
+    scores = [score(row, monitor) for row in rows]
+    numeric = all(_is_number(value) for value in values)
+    if numeric:
         axis.scatter(values, scores, color="tab:blue")
         if log_scale:
             from matplotlib.ticker import NullFormatter
@@ -212,39 +223,34 @@ def _scatter(axis, key: str, rows: list[dict[str, Any]], log_scale: bool) -> Non
         positions = [labels.index(value) for value in values]
         axis.scatter(positions, scores, color="tab:blue")
         axis.set_xticks(range(len(labels)), [_display(label) for label in labels], rotation=30)
-    best = max(range(len(scores)), key=scores.__getitem__) if scores else None
-    if best is not None:
-        x = (
-            values[best]
-            if all(_is_number(v) for v in values)
-            else _ordered(values).index(values[best])
-        )
+    if scores:
+        best = min(range(len(scores)), key=lambda i: monitor.sort_key(scores[i]))
+        x = values[best] if numeric else _ordered(values).index(values[best])
         axis.scatter([x], [scores[best]], color="tab:red", s=80, zorder=3, label="best")
-        axis.legend(loc="lower right", fontsize=8)
+        axis.legend(loc="best", fontsize=8)
     axis.set_xlabel(key)
     axis.grid(alpha=0.3)
 
 
-def plot_curves(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Validation accuracy per epoch of every trial, the best one highlighted."""
+def plot_curves(path: Path, rows: list[dict[str, Any]], monitor: Monitor) -> None:
+    """The monitored metric per epoch of every trial, the best one highlighted."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    best = next((row for row in ranked(rows) if row.get("curve")), None)
+    best = next((row for row in ranked(rows, monitor) if row.get("curve")), None)
     for row in rows:
         if row.get("curve") and row is not best:
             epochs = range(1, len(row["curve"]) + 1)
             axis.plot(epochs, row["curve"], color="0.7", linewidth=1)
     if best is not None:
         epochs = range(1, len(best["curve"]) + 1)
-        label = f"trial {best['trial']} (best: {best['best_val_accuracy']:.4f})"
+        label = f"trial {best['trial']} (best: {score(best, monitor):.4f})"
         axis.plot(epochs, best["curve"], color="tab:red", linewidth=2.5, marker="o", label=label)
-        axis.legend(loc="lower right")
+        axis.legend(loc="best")
     axis.set_xlabel("epoch")
     axis.xaxis.get_major_locator().set_params(integer=True)
-    axis.set_ylabel("validation accuracy")
-    axis.set_title(
-        f"validation accuracy per epoch, {sum(bool(r.get('curve')) for r in rows)} trials"
-    )
+    axis.set_ylabel(monitor.label)
+    trials = sum(bool(row.get("curve")) for row in rows)
+    axis.set_title(f"{monitor.label} per epoch, {trials} trials")
     axis.grid(alpha=0.3)
     figure.tight_layout()
     save(figure, path)

@@ -15,10 +15,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mlptrain.monitor import Monitor
 from mlptrain.sweep.spec import overrides
 
 POLL_SECONDS = 0.2
@@ -27,14 +28,27 @@ COMPLETE, FAILED, PRUNED, INTERRUPTED = "complete", "failed", "pruned", "interru
 
 @dataclass
 class TrialResult:
-    status: str
-    run_dir: str
-    message: str = ""
-    best_val_accuracy: float | None = None
+    """What a trial reached. The best_* fields describe the epoch best.pt holds, chosen by
+    the run's monitored metric (training.select_best_by); `curve` is that metric per epoch."""
+
     best_epoch: int | None = None
+    best_val_accuracy: float | None = None
+    best_val_loss: float | None = None
     test_accuracy: float | None = None
     train_seconds: float | None = None
-    curve: list[float] = field(default_factory=list)  # validation accuracy per epoch
+    status: str = COMPLETE
+    run_dir: str = ""
+    message: str = ""
+    curve: list[float] = field(default_factory=list)
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """The results table's columns, in order (the curve is for plots)."""
+        return [item.name for item in fields(cls) if item.name != "curve"]
+
+    def best(self, monitor: Monitor) -> float | None:
+        """The monitored metric at the best epoch: the trial's score."""
+        return getattr(self, f"best_{monitor.metric}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,16 +65,30 @@ def free_run_dir(trials_dir: Path, number: int) -> Path:
     return path
 
 
-def read_curve(run_dir: Path) -> tuple[list[float], float]:
-    """Validation accuracy per finished epoch, and the seconds those epochs took."""
+def read_history(run_dir: Path) -> list[dict[str, str]]:
+    """The run's metrics.csv rows (the finished epochs); none before its first epoch."""
     try:
         with open(run_dir / "metrics.csv", newline="") as handle:
-            rows = list(csv.DictReader(handle))
+            return list(csv.DictReader(handle))
     except OSError:
-        return [], 0.0
-    curve = [float(row["val_accuracy"]) for row in rows if row.get("val_accuracy")]
-    seconds = sum(float(row["epoch_seconds"]) for row in rows if row.get("epoch_seconds"))
-    return curve, seconds
+        return []
+
+
+def summarize_history(history: list[dict[str, str]], monitor: Monitor) -> TrialResult:
+    """The best epoch by `monitor` (as best.pt has it), its validation metrics, the curve
+    of the monitored metric and the seconds the epochs took."""
+    result = TrialResult(
+        curve=[value for value in map(monitor.value, history) if value is not None],
+        train_seconds=sum(
+            float(row["epoch_seconds"]) for row in history if row.get("epoch_seconds")
+        ),
+    )
+    result.best_epoch = monitor.best_epoch(history)
+    if result.best_epoch is not None and result.curve:
+        best = history[result.best_epoch - int(history[0]["epoch"])]
+        result.best_val_accuracy = float(best["val_accuracy"])
+        result.best_val_loss = float(best["val_loss"])
+    return result
 
 
 def run_trial(
@@ -69,10 +97,11 @@ def run_trial(
     run_dir: Path,
     threads: int,
     stop: threading.Event,
+    monitor: Monitor,
     on_epoch: Callable[[int, float], bool] | None = None,
     processes: set[subprocess.Popen] | None = None,
 ) -> TrialResult:
-    """Train one trial; `on_epoch(epoch, val_accuracy)` returning True prunes it."""
+    """Train one trial; `on_epoch(epoch, monitored value)` returning True prunes it."""
     command = [
         sys.executable,
         "-m",
@@ -94,16 +123,13 @@ def run_trial(
         )
         if processes is not None:
             processes.add(process)
-        stopped_as = _watch(process, run_dir, stop, on_epoch)
+        stopped_as = _watch(process, run_dir, stop, monitor, on_epoch)
         if processes is not None:
             processes.discard(process)
         errors.seek(0)
         stderr = errors.read()
-    curve, seconds = read_curve(run_dir)
-    result = TrialResult(status=COMPLETE, run_dir=str(run_dir), curve=curve, train_seconds=seconds)
-    if curve:
-        result.best_val_accuracy = max(curve)
-        result.best_epoch = curve.index(max(curve)) + 1
+    result = summarize_history(read_history(run_dir), monitor)
+    result.run_dir = str(run_dir)
     if stopped_as is not None:
         result.status = stopped_as
     elif process.returncode != 0:
@@ -122,6 +148,7 @@ def _watch(
     process: subprocess.Popen,
     run_dir: Path,
     stop: threading.Event,
+    monitor: Monitor,
     on_epoch: Callable[[int, float], bool] | None,
 ) -> str | None:
     """Wait for the trial; report new epochs; stop it (SIGTERM) when pruned or asked to."""
@@ -134,7 +161,7 @@ def _watch(
         if stop.is_set():
             stopped_as = INTERRUPTED
         elif on_epoch is not None:
-            curve, _ = read_curve(run_dir)
+            curve = summarize_history(read_history(run_dir), monitor).curve
             for epoch in range(reported + 1, len(curve) + 1):
                 reported = epoch
                 if on_epoch(epoch, curve[epoch - 1]):

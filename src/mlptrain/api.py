@@ -1,0 +1,73 @@
+"""The library entry points a notebook user calls; the commands call the same code.
+
+    import mlptrain
+    result = mlptrain.train("configs/fashion.yaml", overrides=["optimizer.lr=0.01"])
+    print(result.run_dir, result.best_epoch, result.test_accuracy)
+    evaluation = mlptrain.evaluate(result.run_dir / "best.pt", split="val")
+    print(evaluation.accuracy)
+
+Nothing heavy is imported until a function is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlptrain.config import Config, apply_overrides, config_to_dict, load_config, validate
+
+if TYPE_CHECKING:
+    from mlptrain.evaluation import Evaluation
+    from mlptrain.run.runner import RunResult
+
+
+def resolve_config(
+    config: Config | Mapping[str, Any] | str | Path | None, overrides: Sequence[str] = ()
+) -> Config:
+    """A validated Config from a Config, a config dict, a YAML path or None (the
+    defaults), with `overrides` (KEY=VALUE, values parsed as YAML) applied."""
+    if config is None or isinstance(config, (str, Path)):
+        return load_config(config, overrides)
+    document = config_to_dict(config) if isinstance(config, Config) else dict(config)
+    origin = "config with overrides" if overrides else "config"
+    return validate(apply_overrides(document, overrides), origin)
+
+
+def train(
+    config: Config | Mapping[str, Any] | str | Path | None = None,
+    overrides: Sequence[str] = (),
+    run_dir: str | Path | None = None,
+    *,
+    verbose: bool = True,
+) -> RunResult:
+    """Train one run as `mlp-train` does; returns its folder, history and test metrics.
+
+    A user mistake raises mlptrain.errors.UsageError; a run stopped by Ctrl-C or a
+    non-finite loss raises StopRun, with everything finished already in its folder.
+    """
+    from mlptrain.logs import setup_logging
+    from mlptrain.run.runner import train as run_training
+
+    resolved = resolve_config(config, overrides)
+    setup_logging(terminal=verbose)
+    return run_training(resolved, run_dir=run_dir)
+
+
+def evaluate(
+    checkpoint: str | Path,
+    split: str = "test",
+    *,
+    data_source: str | None = None,
+    device: str = "auto",
+    batch_size: int = 1000,
+) -> Evaluation:
+    """Evaluate a best.pt or last.pt on its run's test (or val) split, as `mlp-eval` does,
+    without writing files. `.accuracy`, `.summary` (the JSON of mlp-eval)."""
+    from mlptrain.evaluation import evaluate_checkpoint
+
+    settings: dict[str, Any] = {"device": device}
+    if data_source is not None:
+        settings["data.source"] = data_source
+    evaluation, _ = evaluate_checkpoint(checkpoint, split, settings, batch_size)
+    return evaluation

@@ -1,0 +1,144 @@
+"""Building a run: from a config (a new run) or from a checkpoint and its config (a
+resumed one) to the device, data, model, optimizer, schedule and fit state."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlptrain.augment import RandomAffine
+from mlptrain.config import Config, parse_override, set_key, validate
+from mlptrain.datasets import DataSplits, load_splits, pixel_stats
+from mlptrain.errors import UsageError
+from mlptrain.model import MLP, ModelSpec
+from mlptrain.optim import build_optimizer, build_schedule
+from mlptrain.runtime import (
+    resolve_amp,
+    resolve_device,
+    restore_rng_state,
+    seed_everything,
+    set_deterministic,
+)
+from mlptrain.trainer import FitState, LoopSettings
+
+# Keys a resumed run may change: they do not alter what the finished epochs mean.
+SAFE_ON_RESUME = (
+    "training.epochs",
+    "training.eval_batch_size",
+    "device",
+    "data.root",
+    "data.source",
+    "data.verify",
+)
+
+
+@dataclass(frozen=True)
+class Session:
+    """The built objects of a run."""
+
+    config: Config
+    device: torch.device
+    splits: DataSplits
+    model: MLP  # what checkpoints save (state.model may be its torch.compile wrapper)
+    state: FitState
+    settings: LoopSettings
+
+
+def loop_settings(config: Config, amp_dtype: torch.dtype | None) -> LoopSettings:
+    """What the training loop takes from the config."""
+    training = config.training
+    stopping = training.early_stopping
+    return LoopSettings(
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        eval_batch_size=training.eval_batch_size,
+        amp_dtype=amp_dtype,
+        on_nonfinite=training.on_nonfinite,
+        label_smoothing=training.label_smoothing,
+        grad_clip=training.grad_clip,
+        augment=RandomAffine(config.augment) if config.augment.enabled else None,
+        select_best_by=training.select_best_by,
+        patience=stopping.patience if stopping else None,
+        min_delta=stopping.min_delta if stopping else 0.0,
+    )
+
+
+def model_spec(config: Config, splits: DataSplits) -> ModelSpec:
+    fixed = config.data.normalize
+    mean, std = (fixed.mean, fixed.std) if fixed else pixel_stats(splits.train)
+    return ModelSpec(
+        hidden=tuple(config.model.hidden),
+        activation=config.model.activation,
+        dropout=config.model.dropout,
+        batch_norm=config.model.batch_norm,
+        mean=mean,
+        std=std,
+    )
+
+
+def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
+    """Device, seeds, data, model and optimizer; `spec` given when resuming."""
+    device = resolve_device(config.device)
+    amp_dtype = resolve_amp(config.training.amp, device)
+    set_deterministic(config.training.deterministic)
+    if config.training.threads is not None:
+        torch.set_num_threads(config.training.threads)
+    seed_everything(config.seed)
+    splits = load_splits(config.data, config.seed, device)
+    model = MLP(spec or model_spec(config, splits)).to(device)
+    optimizer = build_optimizer(model.parameters(), config.optimizer)
+    steps_per_epoch = math.ceil(len(splits.train) / config.training.batch_size)
+    schedule = build_schedule(optimizer, config.scheduler, config.training.epochs, steps_per_epoch)
+    state = FitState(
+        # The compiled wrapper shares the parameters; checkpoints save the plain module.
+        model=torch.compile(model) if config.training.compile else model,
+        optimizer=optimizer,
+        generator=torch.Generator().manual_seed(config.seed),
+        schedule=schedule,
+    )
+    return Session(config, device, splits, model, state, loop_settings(config, amp_dtype))
+
+
+def resume_session(config: Config, checkpoint: dict[str, Any]) -> Session:
+    """The session of a run saved in `checkpoint`, exactly where its last epoch ended."""
+    session = build_session(config, ModelSpec.from_dict(checkpoint["model_spec"]))
+    session.model.load_state_dict(checkpoint["model_state"])
+    session.state.optimizer.load_state_dict(checkpoint["optimizer_state"])
+    session.state.schedule.load_state_dict(checkpoint.get("scheduler_state"))
+    restore_rng_state(checkpoint["rng"], session.state.generator)
+    for record in checkpoint["metrics"]:
+        session.state.add(dict(record), session.settings)
+    return session
+
+
+def resumed_config(
+    run_path: Path, stored: dict[str, Any], overrides: list[str], settings: dict[str, Any]
+) -> Config:
+    """The stored config with the changes a resumed run allows (SAFE_ON_RESUME)."""
+    document = copy.deepcopy(stored)
+    changes = [(parse_override(text), f"--set {text!r}") for text in overrides]
+    changes += [((key.split("."), value), "command line") for key, value in settings.items()]
+    for (parts, value), origin in changes:
+        key = ".".join(parts)
+        if key not in SAFE_ON_RESUME:
+            raise UsageError(
+                f"{origin}: {key} cannot change when a run is resumed (only "
+                f"{', '.join(SAFE_ON_RESUME)} can); start a new run from its config instead: "
+                f"mlp-train --config {run_path / 'config.yaml'} --set ..."
+            )
+        set_key(document, parts, value, origin)
+    config = validate(document, f"config of {run_path}")
+    if config.training.epochs != stored["training"]["epochs"] and config.scheduler.name in (
+        "cosine",
+        "onecycle",
+    ):
+        raise UsageError(
+            f"training.epochs cannot change when resuming a run with the {config.scheduler.name} "
+            "schedule: its learning rates are planned over the original number of epochs"
+        )
+    return config

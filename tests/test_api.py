@@ -1,0 +1,69 @@
+"""The library entry points a notebook user calls: mlptrain.train and mlptrain.evaluate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import mlptrain
+from mlptrain.errors import UsageError
+
+from .conftest import config_document, write_config, write_dataset
+
+
+def test_train_returns_the_run_and_evaluate_reproduces_it(tmp_path, synthetic_source):
+    document = config_document(tmp_path, synthetic_source, "mnist", epochs=2)
+    result = mlptrain.train(document, overrides=["optimizer.lr=0.01"], run_dir=tmp_path / "run")
+    assert result.run_dir == tmp_path / "run"
+    assert [record["epoch"] for record in result.history] == [1, 2]
+    recorded = json.loads((result.run_dir / "test_metrics.json").read_text())
+    assert result.test == recorded
+    assert result.test_accuracy == recorded["accuracy"]
+    assert "lr: 0.01" in (result.run_dir / "config.yaml").read_text()
+
+    test = mlptrain.evaluate(result.run_dir / "best.pt")
+    assert test.accuracy == result.test_accuracy
+    assert test.summary["confusion_matrix"] == recorded["confusion_matrix"]
+    val = mlptrain.evaluate(result.run_dir / "best.pt", split="val")
+    assert val.accuracy == result.history[result.best_epoch - 1]["val_accuracy"]
+
+
+def test_train_takes_a_path_and_reports_mistakes_as_usage_errors(tmp_path, synthetic_source):
+    path = write_config(tmp_path, config_document(tmp_path, synthetic_source, epochs=1))
+    result = mlptrain.train(path, verbose=False)
+    assert result.run_dir.parent == tmp_path / "runs"
+    with pytest.raises(UsageError, match="optimizer.lr"):
+        mlptrain.train(path, overrides=["optimizer.lr=-1"])
+    with pytest.raises(UsageError, match="exists already"):
+        mlptrain.train(path, run_dir=result.run_dir, verbose=False)
+
+
+def test_a_run_in_a_notebook_leaves_no_log_handlers_behind(tmp_path, synthetic_source):
+    import logging
+
+    logger = logging.getLogger("mlptrain")
+    document = config_document(tmp_path, synthetic_source, epochs=1)
+    mlptrain.train(document, run_dir=tmp_path / "a", verbose=False)
+    before = list(logger.handlers)
+    mlptrain.train(document, run_dir=tmp_path / "b", verbose=False)
+    assert logger.handlers == before  # no file handler stays open after a run
+    first_log = (tmp_path / "a" / "train.log").read_text()
+    assert str(tmp_path / "b") not in first_log  # run b logged nothing into run a's file
+
+
+def test_evaluating_the_test_split_needs_only_the_test_files(tmp_path, synthetic_source):
+    document = config_document(tmp_path, synthetic_source, "mnist", epochs=1)
+    result = mlptrain.train(document, run_dir=tmp_path / "run", verbose=False)
+    # A fresh data folder and a source holding the test files alone.
+    source = tmp_path / "test-only"
+    write_dataset(source / "mnist", seed=1)
+    for path in (source / "mnist").glob("train-*"):
+        path.unlink()
+    shutil.rmtree(tmp_path / "data")
+    evaluation = mlptrain.evaluate(result.run_dir / "best.pt", data_source=str(source))
+    assert evaluation.accuracy == result.test_accuracy
+    assert not list((tmp_path / "data").rglob("train-*"))
+    with pytest.raises(UsageError, match="train-images"):
+        mlptrain.evaluate(result.run_dir / "best.pt", split="val", data_source=str(source))
