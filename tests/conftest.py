@@ -110,9 +110,11 @@ def tiny_config(tmp_path: Path, synthetic_source: Path) -> dict:
 
 def require_real_data() -> Path:
     """The real datasets (CI keeps them beside the checkout); skips the test without them."""
-    for candidate in (_AMBIENT_SOURCE, REPO.parent / "shared" / "datasets"):
-        if candidate and (Path(candidate) / "mnist").is_dir():
-            return Path(candidate).resolve()
+    from mlptrain.datafiles import find_source
+
+    source = find_source(_AMBIENT_SOURCE, beside=REPO)
+    if source and (Path(source) / "mnist").is_dir():
+        return Path(source).resolve()
     pytest.skip("no real datasets: ../shared/datasets is absent and MLPTRAIN_DATA_SOURCE unset")
 
 

@@ -67,3 +67,21 @@ def test_evaluating_the_test_split_needs_only_the_test_files(tmp_path, synthetic
     assert not list((tmp_path / "data").rglob("train-*"))
     with pytest.raises(UsageError, match="train-images"):
         mlptrain.evaluate(result.run_dir / "best.pt", split="val", data_source=str(source))
+
+
+def test_observers_see_every_epoch_after_the_run_folder_has_it(tmp_path, synthetic_source):
+    from mlptrain.trainer import Hooks
+
+    class Watcher(Hooks):
+        def __init__(self):
+            self.seen = []
+
+        def epoch_end(self, record, is_best):
+            rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+            self.seen.append((record["epoch"], is_best, len(rows) - 1))
+
+    watcher = Watcher()
+    document = config_document(tmp_path, synthetic_source, epochs=2)
+    result = mlptrain.train(document, run_dir=tmp_path / "run", verbose=False, observers=[watcher])
+    assert [(epoch, rows) for epoch, _, rows in watcher.seen] == [(1, 1), (2, 2)]
+    assert [is_best for _, is_best, _ in watcher.seen][result.best_epoch - 1]

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from mlptrain import datafiles
 from mlptrain.config import DataConfig
-from mlptrain.datafiles import FILES, prepare_files, read_idx
+from mlptrain.datafiles import FILES, find_source, prepare_files, read_idx
 from mlptrain.datasets import (
     DATASETS,
     Split,
     batches,
     load_splits,
+    load_test_split,
     pixel_stats,
     split_indices,
 )
@@ -84,6 +86,49 @@ def test_matching_checksum_is_accepted(tmp_path, synthetic_source, monkeypatch):
     monkeypatch.setitem(DATASETS, "mnist", replace(DATASETS["mnist"], md5=md5))
     splits = load_splits(data_config(tmp_path, synthetic_source, verify=True), 0, CPU)
     assert len(splits.test) == TEST_COUNT
+
+
+def test_each_file_is_checksummed_once_per_load(tmp_path, synthetic_source, monkeypatch):
+    raw_bytes = {
+        name: gzip.decompress((synthetic_source / "mnist" / f"{name}.gz").read_bytes())
+        for name in FILES
+    }
+    md5 = {name: hashlib.md5(content).hexdigest() for name, content in raw_bytes.items()}
+    monkeypatch.setitem(DATASETS, "mnist", replace(DATASETS["mnist"], md5=md5))
+    hashed: list[int] = []
+    real_md5 = hashlib.md5
+
+    def counting_md5(content, **options):
+        hashed.append(len(content))
+        return real_md5(content, **options)
+
+    monkeypatch.setattr(datafiles.hashlib, "md5", counting_md5)
+    config = data_config(tmp_path, synthetic_source, verify=True)
+    load_splits(config, 0, CPU)  # imports the files: checked while importing
+    assert sorted(hashed) == sorted(len(content) for content in raw_bytes.values())
+    hashed.clear()
+    load_splits(config, 0, CPU)  # the files are in place: checked while reading
+    assert len(hashed) == len(FILES)
+
+
+def test_the_test_split_alone_reads_only_the_test_files(tmp_path, synthetic_source):
+    split = load_test_split(data_config(tmp_path, synthetic_source), CPU)
+    assert len(split) == TEST_COUNT
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    assert sorted(path.name for path in raw.iterdir()) == sorted(
+        ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    )
+
+
+def test_find_source_prefers_the_given_folder_then_the_environment(tmp_path, monkeypatch):
+    checkout = tmp_path / "main"
+    (tmp_path / "shared" / "datasets").mkdir(parents=True)
+    assert find_source(None, beside=checkout) == str(tmp_path / "shared" / "datasets")
+    monkeypatch.setenv("MLPTRAIN_DATA_SOURCE", "/from/env")
+    assert find_source(None, beside=checkout) == "/from/env"
+    assert find_source("/given", beside=checkout) == "/given"
+    monkeypatch.delenv("MLPTRAIN_DATA_SOURCE")
+    assert find_source(None, beside=tmp_path / "elsewhere" / "main") is None
 
 
 def test_changed_file_in_root_fails_verification(tmp_path, synthetic_source):

@@ -125,14 +125,19 @@ def test_same_seed_same_metrics(tmp_path, synthetic_source):
     assert histories[0] == histories[1]
 
 
-def test_a_trailing_single_sample_batch_does_not_break_batch_norm(tmp_path, synthetic_source):
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_a_trailing_single_sample_is_dropped_only_for_batch_norm(
+    tmp_path, synthetic_source, batch_norm
+):
     splits = synthetic_splits(tmp_path, synthetic_source)
-    model = MLP(ModelSpec(hidden=(8,), batch_norm=True))
+    model = MLP(ModelSpec(hidden=(8,), batch_norm=batch_norm))
     optimizer = build_optimizer(model.parameters(), OptimizerConfig())
     batch_size = len(splits.train) - 1  # leaves exactly one sample for the last batch
     state = FitState(model, optimizer, torch.Generator().manual_seed(0))
-    result = fit(state, splits, settings(1, batch_size))
+    hooks = Recorder()
+    result = fit(state, splits, settings(1, batch_size), hooks)
     assert result.history[0]["train_loss"] > 0
+    assert hooks.samples == len(splits.train) - (1 if batch_norm else 0)
 
 
 def test_resuming_from_saved_states_repeats_the_uninterrupted_run(tmp_path, synthetic_source):
@@ -203,6 +208,18 @@ def test_nonfinite_loss_stops_with_its_epoch_and_batch(tmp_path, synthetic_sourc
         run_fit(wrapped, optimizer, splits, epochs=3)
     assert (caught.value.epoch, caught.value.batch) == (2, 3)
     assert caught.value.lr == pytest.approx(0.003)
+
+
+def test_the_device_flag_check_finds_the_first_bad_batch(tmp_path, synthetic_source):
+    # The strategy CUDA runs use (no per-step synchronization), exercised on the CPU.
+    splits = synthetic_splits(tmp_path, synthetic_source)
+    model, optimizer = build(splits)
+    wrapped = NaNAt(model, {3, 5})
+    with pytest.raises(NonFiniteLoss) as caught:
+        run_fit(wrapped, optimizer, splits, epochs=1, nonfinite_check="device_flag")
+    assert (caught.value.epoch, caught.value.batch) == (1, 3)
+    # Read once at the end of this short epoch (or every 32 batches), not per step.
+    assert wrapped.calls == -(-len(splits.train) // 32)
 
 
 def test_skip_batch_skips_only_the_bad_batches(tmp_path, synthetic_source):

@@ -20,6 +20,7 @@ from mlptrain.config import Config, apply_overrides, config_to_dict, load_config
 if TYPE_CHECKING:
     from mlptrain.evaluation import Evaluation
     from mlptrain.run.runner import RunResult
+    from mlptrain.trainer import Hooks
 
 
 def resolve_config(
@@ -40,8 +41,12 @@ def train(
     run_dir: str | Path | None = None,
     *,
     verbose: bool = True,
+    observers: Sequence[Hooks] = (),
 ) -> RunResult:
     """Train one run as `mlp-train` does; returns its folder, history and test metrics.
+
+    `observers` (mlptrain.trainer.Hooks) see each batch and epoch record as it happens,
+    for a live plot, say.
 
     A user mistake raises mlptrain.errors.UsageError; a run stopped by Ctrl-C or a
     non-finite loss raises StopRun, with everything finished already in its folder.
@@ -51,7 +56,7 @@ def train(
 
     resolved = resolve_config(config, overrides)
     setup_logging(terminal=verbose)
-    return run_training(resolved, run_dir=run_dir)
+    return run_training(resolved, run_dir=run_dir, observers=observers)
 
 
 def evaluate(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -53,10 +54,15 @@ class RunResult:
 
 
 def train(
-    config: Config, *, run_dir: str | Path | None = None, show_bar: bool = False
+    config: Config,
+    *,
+    run_dir: str | Path | None = None,
+    show_bar: bool = False,
+    observers: Sequence[Hooks] = (),
 ) -> RunResult:
     """Train, keep best/last checkpoints, test best.pt; everything lands in a new run folder
-    (`run_dir` exactly, when given: it must not exist yet)."""
+    (`run_dir` exactly, when given: it must not exist yet). `observers` see every batch
+    and epoch record after the run folder has recorded it."""
     with LogFile() as log_file:
         session = build_session(config)
         # Created only now, so a config or data error leaves no empty run folder behind.
@@ -72,7 +78,7 @@ def train(
         log.info(describe_training(config, session.settings.amp_dtype))
         recorder = RunRecorder(session, run)
         recorder.save(is_best=False)  # so that even a run stopped in its first epoch resumes
-        return _fit_and_test(session, run, recorder, show_bar)
+        return _fit_and_test(session, recorder, observers, show_bar)
 
 
 def resume(
@@ -81,6 +87,7 @@ def resume(
     settings: dict[str, Any] | None = None,
     *,
     show_bar: bool = False,
+    observers: Sequence[Hooks] = (),
 ) -> RunResult:
     """Continue a run in its own folder from last.pt, exactly where its last epoch ended.
 
@@ -113,7 +120,7 @@ def resume(
         _note_resume_in_config(run, config, done)
         log.info("resuming %s after epoch %d of %d", run.path, done, config.training.epochs)
         log.info(describe_data(session.splits, session.device))
-        return _fit_and_test(session, run, RunRecorder(session, run), show_bar)
+        return _fit_and_test(session, RunRecorder(session, run), observers, show_bar)
 
 
 def _note_resume_in_config(run: RunDir, config: Config, done: int) -> None:
@@ -136,16 +143,16 @@ class _StopWhenAsked(Hooks):
 
 
 def _fit_and_test(
-    session: Session, run: RunDir, recorder: RunRecorder, show_bar: bool
+    session: Session, recorder: RunRecorder, observers: Sequence[Hooks], show_bar: bool
 ) -> RunResult:
     settings = session.settings
     bar = ProgressBar(settings.epochs) if show_bar else None
     start = time.perf_counter()
     with TwoStageStop() as stop:
-        observers = [bar] if bar else []
-        observers += [recorder, EpochLines(settings.epochs), _StopWhenAsked(stop)]
+        hooks = [bar] if bar else []
+        hooks += [recorder, *observers, EpochLines(settings.epochs), _StopWhenAsked(stop)]
         try:
-            fit(session.state, session.splits, settings, HookList(*observers))
+            fit(session.state, session.splits, settings, HookList(*hooks))
         except TrainingInterrupted as exc:
             if bar:
                 bar.close()
@@ -165,7 +172,7 @@ def _fit_and_test(
             stopping.min_delta,
             stopping.patience,
         )
-    return _test_best(session, run, fit_seconds)
+    return _test_best(session, recorder.run, fit_seconds)
 
 
 def _interrupted(
