@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 import mlptrain
 from mlptrain.errors import UsageError
@@ -85,3 +86,44 @@ def test_observers_see_every_epoch_after_the_run_folder_has_it(tmp_path, synthet
     result = mlptrain.train(document, run_dir=tmp_path / "run", verbose=False, observers=[watcher])
     assert [(epoch, rows) for epoch, _, rows in watcher.seen] == [(1, 1), (2, 2)]
     assert [is_best for _, is_best, _ in watcher.seen][result.best_epoch - 1]
+
+
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(tmp_path, synthetic_source):
+    """Resume through the path users run (last.pt, its random-number states, the saved
+    history), fast: the stop comes from an observer instead of a signal."""
+    from mlptrain.api import resolve_config
+    from mlptrain.checkpoint import load_checkpoint
+    from mlptrain.errors import EXIT_INTERRUPTED, StopRun
+    from mlptrain.run.runner import resume, train
+    from mlptrain.trainer import Hooks
+
+    class StopAfterEpoch(Hooks):
+        def __init__(self, epoch):
+            self.epoch, self.done = epoch, 0
+
+        def epoch_end(self, record, is_best):
+            self.done = record["epoch"]
+
+        def should_stop(self):
+            return self.done >= self.epoch
+
+    # Dropout and augmentation draw from the global generators, the batch order from
+    # the run's own: all of them must be restored for the rest to repeat.
+    document = config_document(tmp_path, synthetic_source, "mnist", epochs=4)
+    document["model"] = {"hidden": [32], "dropout": 0.3}
+    document["augment"] = {"translate": 2}
+    config = resolve_config(document)
+    whole = train(config, run_dir=tmp_path / "whole")
+    with pytest.raises(StopRun) as stopped:
+        train(config, run_dir=tmp_path / "parts", observers=[StopAfterEpoch(2)])
+    assert stopped.value.status == EXIT_INTERRUPTED
+    assert load_checkpoint(tmp_path / "parts" / "last.pt")["epoch"] == 2
+    resumed = resume(tmp_path / "parts")
+    keys = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+    assert [[row[key] for key in keys] for row in resumed.history] == [
+        [row[key] for key in keys] for row in whole.history
+    ]
+    expected = load_checkpoint(tmp_path / "whole" / "last.pt")["model_state"]
+    got = load_checkpoint(tmp_path / "parts" / "last.pt")["model_state"]
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+    assert resumed.test == whole.test

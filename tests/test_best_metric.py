@@ -83,7 +83,7 @@ def disagreeing_run(tmp_path_factory, synthetic_source) -> Path:
     """A real run selecting by validation loss, in which validation accuracy would pick
     another epoch."""
     folder = tmp_path_factory.mktemp("disagree")
-    document = config_document(folder, synthetic_source, "mnist", epochs=5)
+    document = config_document(folder, synthetic_source, "mnist", epochs=6)
     document["training"]["select_best_by"] = "val_loss"
     result = mlptrain.train(document, run_dir=folder / "run", verbose=False)
     by_accuracy = Monitor("val_accuracy").best_epoch(result.history)

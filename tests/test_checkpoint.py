@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,10 @@ from mlptrain.checkpoint import (
 )
 from mlptrain.config import Config, config_to_dict
 from mlptrain.errors import UsageError
+from mlptrain.evaluation import evaluate_checkpoint
 from mlptrain.model import MLP, ModelSpec
+
+from .conftest import TEST_COUNT
 
 
 def make_checkpoint(epoch: int = 1) -> tuple[MLP, dict]:
@@ -140,3 +144,50 @@ def test_missing_checkpoint_and_folder(tmp_path: Path):
         load_checkpoint(tmp_path / "nope.pt")
     with pytest.raises(UsageError, match="is a folder"):
         load_checkpoint(tmp_path)
+
+
+def test_a_save_replaces_the_file_and_never_rewrites_it_in_place(tmp_path: Path):
+    # A reader that opened best.pt before a save (mlp-eval, a copy, a crash mid-write)
+    # must find the complete old checkpoint: the new one goes to a temporary file that
+    # is renamed over it, never into the open file.
+    _, first = make_checkpoint(epoch=1)
+    _, second = make_checkpoint(epoch=2)
+    save_checkpoint(tmp_path / "last.pt", first, tmp_path / "best.pt")
+    with open(tmp_path / "best.pt", "rb") as reader:
+        save_checkpoint(tmp_path / "last.pt", second, tmp_path / "best.pt")
+        old = torch.load(reader, map_location="cpu", weights_only=True)
+    assert old["epoch"] == 1
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint-format1.pt"
+
+
+def test_a_checkpoint_of_format_1_still_loads_and_predicts_the_same():
+    """Written by scripts/make_checkpoint_fixture.py with mlptrain 0.1.0."""
+    recorded = json.loads(FIXTURE.with_suffix(".json").read_text())
+    checkpoint = load_checkpoint(FIXTURE)
+    assert checkpoint["class_names"] == recorded["class_names"]
+    model = model_from_checkpoint(checkpoint, str(FIXTURE)).eval()
+    pixels = (torch.arange(3 * 28 * 28) * 7 % 256).to(torch.uint8).view(3, 28, 28)
+    with torch.inference_mode():
+        logits = model(pixels)
+    assert torch.allclose(logits, torch.tensor(recorded["logits"]), atol=1e-5)
+
+
+def test_a_checkpoint_of_format_1_evaluates_on_its_dataset(tmp_path, synthetic_source):
+    evaluation, _ = evaluate_checkpoint(
+        FIXTURE,
+        "test",
+        {"data.source": str(synthetic_source), "data.root": str(tmp_path / "data")},
+        batch_size=64,
+    )
+    assert evaluation.result.n == TEST_COUNT
+    assert evaluation.summary["epoch"] == 1
+
+
+def test_a_retired_format_is_refused_with_the_documented_message(monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "OLDEST_FORMAT_VERSION", 2)
+    with pytest.raises(UsageError, match=r"format 1, which this mlptrain .* no longer reads"):
+        load_checkpoint(FIXTURE)

@@ -18,7 +18,7 @@ from mlptrain.config import load_config
 from mlptrain.errors import UsageError
 from mlptrain.sweep.spec import grid_points, parse_grid, parse_param, split_top_level
 
-from .conftest import config_document, run_cli, write_config
+from .conftest import config_document, run_cli, write_config, write_dataset
 
 
 def test_values_split_outside_brackets_and_quotes():
@@ -238,7 +238,7 @@ def test_optuna_search_with_pruning(tmp_path, synthetic_source):
         "--search",
         "optuna",
         "--trials",
-        "6",
+        "4",
         "--prune",
         "--param",
         "optimizer.lr=loguniform:1e-4:1e-1",
@@ -251,11 +251,40 @@ def test_optuna_search_with_pruning(tmp_path, synthetic_source):
     assert done.returncode == 0, done.stderr
     folder = sweep_folder(tmp_path)
     rows = results(folder)
-    assert sorted(int(row["trial"]) for row in rows) == list(range(6))
+    assert sorted(int(row["trial"]) for row in rows) == list(range(4))
     assert {row["status"] for row in rows} <= {"complete", "pruned"}
     assert all(row["model.hidden"] in ("[8]", "[16]") for row in rows)
     assert all(1e-4 <= float(row["optimizer.lr"]) <= 0.1 for row in rows)
     assert (folder / "study.db").exists() and (folder / "best_config.yaml").exists()
+
+
+@pytest.mark.slow
+def test_a_pruned_search_stops_the_trials_that_fall_behind(tmp_path):
+    """Three good trials, then one that cannot learn (lr 1e-7): the median rule must stop
+    it mid-run. The trials are enqueued in a shared study, so their order is fixed,
+    and their epochs last long enough (3,000 images, batch 8) for the sweep to see them."""
+    optuna = pytest.importorskip("optuna")
+    source = write_dataset(tmp_path / "source" / "mnist", seed=5, train_count=3000).parent
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="prune", direction="maximize")
+    for lr in (0.05, 0.05, 0.05, 1e-7):
+        study.enqueue_trial({"optimizer.lr": lr})
+    config = base_config(tmp_path, source, epochs=5, batch_size=8)
+    done = sweep(
+        "--config", str(config), "--search", "optuna", "--trials", "4", "--prune",
+        "--param", "optimizer.lr=loguniform:1e-7:0.1",
+        "--storage", storage, "--study", "prune", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = results(sweep_folder(tmp_path))
+    statuses = {(float(row["optimizer.lr"]), row["status"]) for row in rows}
+    assert statuses == {(0.05, "complete"), (1e-7, "pruned")}
+    for row in rows:
+        epochs = len((Path(row["run_dir"]) / "metrics.csv").read_text().splitlines()) - 1
+        if row["status"] == "pruned":
+            assert 2 <= epochs < 5  # stopped mid-run, from epoch 2 on, never at the last
+        else:
+            assert epochs == 5
 
 
 @pytest.mark.slow

@@ -18,7 +18,12 @@ from mlptrain.errors import UsageError
 from mlptrain.fsutil import atomic_write_bytes
 from mlptrain.model import MLP, ModelSpec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what this version writes
+# The oldest format this version reads. Retiring one raises it; loading an older file is
+# then refused with the message in load_checkpoint, naming the release that reads it.
+# tests/fixtures/checkpoint-format1.pt holds format 1, which must load until retired.
+OLDEST_FORMAT_VERSION = 1
+LAST_RELEASE_READING = {}  # retired format -> the last mlptrain version that reads it
 REQUIRED_KEYS = ("format_version", "model_spec", "model_state", "config", "class_names")
 
 
@@ -94,6 +99,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UsageError(
             f"{path} has checkpoint format {version!r}, newer than this mlptrain "
             f"({mlptrain.__version__}) reads (format {FORMAT_VERSION}); upgrade mlptrain"
+        )
+    if version < OLDEST_FORMAT_VERSION:
+        release = LAST_RELEASE_READING.get(version, "an earlier release")
+        raise UsageError(
+            f"{path} has checkpoint format {version}, which this mlptrain "
+            f"({mlptrain.__version__}) no longer reads (it reads formats "
+            f"{OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}); load it with mlptrain {release}"
         )
     return checkpoint
 
