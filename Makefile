@@ -13,7 +13,7 @@ export MLPTRAIN_DATA_SOURCE := ../shared/datasets
 endif
 endif
 
-.PHONY: install train test reproduce lint format clean-venv
+.PHONY: install train test reproduce mutate lint format clean-venv
 
 install: $(STAMP)
 
@@ -32,6 +32,13 @@ test: $(STAMP)
 # Every recipe and preset, 3 seeds each (about 1.5 h on 2 cores): docs/results.md.
 reproduce: $(STAMP)
 	$(BIN)/python scripts/reproduce.py $(ARGS)
+
+# Mutation testing of the fast-tested modules (pyproject's [tool.mutmut]); not in CI:
+# about 10 minutes here. The score and the survivors: docs/development.md.
+mutate: $(STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -87,10 +87,12 @@ def disagreeing_run(tmp_path_factory, synthetic_source) -> Path:
     document["training"]["select_best_by"] = "val_loss"
     result = mlptrain.train(document, run_dir=folder / "run", verbose=False)
     by_accuracy = Monitor("val_accuracy").best_epoch(result.history)
-    assert by_accuracy != result.best_epoch, "the metrics must disagree for these tests"
+    by_loss = Monitor("val_loss").best_epoch(result.history)
+    assert by_accuracy != by_loss, "the two metrics must pick different epochs for these tests"
     return result.run_dir
 
 
+@pytest.mark.slow
 def test_best_pt_holds_the_monitored_metrics_best_epoch(disagreeing_run):
     rows = metrics_rows(disagreeing_run)
     best_by_loss = Monitor("val_loss").best_epoch(rows)
@@ -99,6 +101,7 @@ def test_best_pt_holds_the_monitored_metrics_best_epoch(disagreeing_run):
     assert (summary["epoch"], summary["selected_by"]) == (best_by_loss, "val_loss")
 
 
+@pytest.mark.slow
 def test_a_trial_reports_best_pts_epoch(disagreeing_run, tmp_path):
     config = disagreeing_run / "config.yaml"
     result = run_trial(config, {}, tmp_path / "trial", 1, threading.Event(), Monitor("val_loss"))
@@ -114,6 +117,7 @@ def read_results(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_ranks_and_reports_by_validation_loss(tmp_path, synthetic_source):
     document = config_document(tmp_path, synthetic_source, "mnist", epochs=4)
     document["training"]["select_best_by"] = "val_loss"
@@ -151,6 +155,7 @@ def test_sweeping_the_monitored_metric_is_refused(tmp_path, synthetic_source):
     assert "cannot be swept" in done.stderr
 
 
+@pytest.mark.slow
 def test_an_optuna_sweep_minimizes_validation_loss(tmp_path, synthetic_source):
     optuna = pytest.importorskip("optuna")
     document = config_document(tmp_path, synthetic_source, "mnist", epochs=3)
@@ -179,6 +184,7 @@ def test_an_optuna_sweep_minimizes_validation_loss(tmp_path, synthetic_source):
         assert int(row["best_epoch"]) == best["epoch"]
 
 
+@pytest.mark.slow
 def test_reproduce_records_best_pts_epoch(disagreeing_run, tmp_path):
     spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
     reproduce = importlib.util.module_from_spec(spec)
@@ -191,3 +197,16 @@ def test_reproduce_records_best_pts_epoch(disagreeing_run, tmp_path):
     assert run["best_epoch"] == best["epoch"]
     expected = best["metrics"][best["epoch"] - 1]["val_accuracy"]
     assert run["val_accuracy"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_tables_rank_best_first_by_the_monitor_with_missing_values_last():
+    from mlptrain.sweep.report import ranked
+
+    rows = [
+        {"trial": 0, "best_val_accuracy": 0.8, "best_val_loss": 0.5},
+        {"trial": 1, "best_val_accuracy": None, "best_val_loss": None},
+        {"trial": 2, "best_val_accuracy": 0.9, "best_val_loss": 0.6},
+        {"trial": 3, "best_val_accuracy": 0.8, "best_val_loss": 0.4},
+    ]
+    assert [row["trial"] for row in ranked(rows, Monitor("val_accuracy"))] == [2, 0, 3, 1]
+    assert [row["trial"] for row in ranked(rows, Monitor("val_loss"))] == [3, 0, 2, 1]

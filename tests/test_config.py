@@ -10,6 +10,7 @@ from mlptrain.config import (
     ACTIVATIONS,
     Config,
     apply_overrides,
+    config_to_dict,
     config_to_yaml,
     load_config,
     parse_override,
@@ -231,3 +232,82 @@ def test_config_errors_come_before_torch_is_imported(tmp_path: Path) -> None:
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
+
+
+# --- messages and round trips that mutation testing found unchecked ----------------------
+
+
+def test_malformed_yaml_gives_the_exact_place_and_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nmodel:\n  hidden: [1, 2\n  dropout: 0.1\n")
+    with pytest.raises(UsageError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: malformed YAML at line 4, column 10: expected ',' or ']', but got ':'"
+    )
+
+
+def test_a_malformed_override_is_named_with_its_flag() -> None:
+    with pytest.raises(UsageError) as caught:
+        load_config(None, ["model.hidden=[1"])
+    assert str(caught.value).startswith("--set 'model.hidden=[1': malformed YAML at line 1")
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(UsageError, match=rf"cannot read config file {path}: 'utf-8' codec"):
+        load_config(path)
+
+
+def test_an_override_into_a_value_names_the_flag_and_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "seed: 1\n")
+    with pytest.raises(UsageError) as caught:
+        load_config(path, ["seed.x.y=1"])
+    assert str(caught.value) == "--set 'seed.x.y=1': seed is a value, not a section"
+    with pytest.raises(UsageError) as caught:
+        load_config(path, settings={"seed.x": 1})
+    assert str(caught.value) == "command line: seed is a value, not a section"
+    with pytest.raises(UsageError) as caught:
+        load_config(write(tmp_path, "data:\n  root: x\n"), ["data.root.x=1"])
+    assert str(caught.value) == "--set 'data.root.x=1': data.root is a value, not a section"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "settings", "origin"),
+    [
+        ([], None, "invalid config {path}:"),
+        (["seed=-1"], None, "invalid config {path} with command-line overrides:"),
+        ([], {"seed": -1}, "invalid config {path} with command-line overrides:"),
+    ],
+)
+def test_validation_errors_name_where_the_config_came_from(tmp_path, overrides, settings, origin):
+    path = write(tmp_path, "seed: -2\n" if not (overrides or settings) else "seed: 1\n")
+    with pytest.raises(UsageError) as caught:
+        load_config(path, overrides, settings)
+    assert str(caught.value).splitlines()[0] == origin.format(path=path)
+
+
+def test_errors_without_a_file_name_the_defaults() -> None:
+    with pytest.raises(UsageError) as caught:
+        load_config(None, ["seed=-1"])
+    assert str(caught.value).splitlines()[0] == "invalid config with command-line overrides:"
+    with pytest.raises(UsageError) as caught:
+        validate({"seed": -1})
+    assert str(caught.value).splitlines()[0] == "invalid config:"
+
+
+def test_a_top_level_that_is_not_a_mapping_is_named(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"must be a mapping of keys .*, not a list$"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_an_override_value_may_hold_an_equals_sign() -> None:
+    assert parse_override("data.source=/data/a=b") == (["data", "source"], "/data/a=b")
+
+
+def test_the_resolved_config_is_plain_json_data_in_schema_order() -> None:
+    config = validate({"optimizer": {"betas": [0.8, 0.9]}, "name": "x"})
+    assert config_to_dict(config)["optimizer"]["betas"] == [0.8, 0.9]  # a list, not a tuple
+    text = config_to_yaml(config)
+    assert text.splitlines()[0] == "name: x"  # schema order, not sorted
+    assert "  hidden: [256, 128]" in text.splitlines()  # short lists stay on one line

@@ -77,24 +77,27 @@ def test_checksum_mismatch_names_the_file_and_writes_nothing(tmp_path, synthetic
     assert not raw.exists() or not any(raw.iterdir())
 
 
-def test_matching_checksum_is_accepted(tmp_path, synthetic_source, monkeypatch):
+@pytest.fixture
+def synthetic_checksums(synthetic_source, monkeypatch) -> dict[str, bytes]:
+    """The synthetic MNIST files' own MD5s as the published ones; returns their content."""
     raw_bytes = {
         name: gzip.decompress((synthetic_source / "mnist" / f"{name}.gz").read_bytes())
         for name in FILES
     }
     md5 = {name: hashlib.md5(content).hexdigest() for name, content in raw_bytes.items()}
     monkeypatch.setitem(DATASETS, "mnist", replace(DATASETS["mnist"], md5=md5))
+    return raw_bytes
+
+
+def test_matching_checksum_is_accepted(tmp_path, synthetic_source, synthetic_checksums):
     splits = load_splits(data_config(tmp_path, synthetic_source, verify=True), 0, CPU)
     assert len(splits.test) == TEST_COUNT
 
 
-def test_each_file_is_checksummed_once_per_load(tmp_path, synthetic_source, monkeypatch):
-    raw_bytes = {
-        name: gzip.decompress((synthetic_source / "mnist" / f"{name}.gz").read_bytes())
-        for name in FILES
-    }
-    md5 = {name: hashlib.md5(content).hexdigest() for name, content in raw_bytes.items()}
-    monkeypatch.setitem(DATASETS, "mnist", replace(DATASETS["mnist"], md5=md5))
+def test_each_file_is_checksummed_once_per_load(
+    tmp_path, synthetic_source, synthetic_checksums, monkeypatch
+):
+    raw_bytes = synthetic_checksums
     hashed: list[int] = []
     real_md5 = hashlib.md5
 
@@ -205,9 +208,50 @@ def test_no_source_and_no_download_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(UsageError) as caught:
         prepare_files(info, data_config(tmp_path, None))
     message = str(caught.value)
-    assert "could not be downloaded" in message
+    assert "could not be downloaded (Error downloading train-images-idx3-ubyte.gz)" in message
     assert "--data-source DIR" in message and "MLPTRAIN_DATA_SOURCE" in message
     assert str(tmp_path / "data" / "MNIST" / "raw") in message
+    assert f"the four files ({', '.join(FILES)}, optionally .gz) in a folder" in message
+
+
+def test_the_download_asks_torchvision_for_the_training_set_into_data_root(
+    tmp_path, monkeypatch, caplog
+):
+    # torchvision's own download (this machine is offline): a stand-in records the call
+    # and lays the files out as torchvision does.
+    import logging
+
+    import torchvision.datasets
+
+    calls = []
+
+    def download(**kwargs):
+        calls.append(kwargs)
+        write_dataset(Path(kwargs["root"]) / "MNIST" / "raw", compress=False)
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", download)
+    info = replace(DATASETS["mnist"], system_dirs=())
+    logger = logging.getLogger("mlptrain")  # may not propagate: commands set it up so
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="mlptrain"):
+            raw = prepare_files(info, data_config(tmp_path, None)).raw
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert calls == [{"root": str(tmp_path / "data"), "train": True, "download": True}]
+    assert sorted(path.name for path in raw.iterdir()) == sorted(FILES)
+    assert f"downloading MNIST into {raw} ..." in caplog.messages
+
+
+def test_a_download_failure_without_a_message_is_named_by_its_type(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(**kwargs):
+        raise ConnectionError()
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(UsageError, match=r"could not be downloaded \(ConnectionError\)"):
+        prepare_files(replace(DATASETS["mnist"], system_dirs=()), data_config(tmp_path, None))
 
 
 def test_split_is_deterministic_disjoint_and_complete():

@@ -61,3 +61,18 @@ def test_the_matrix_csv_is_headed_by_predictions_with_a_row_per_true_class(tmp_p
     assert rows[0] == ["true \\ predicted", *NAMES]
     assert rows[1] == ["cat", "0", "2", "0"]
     assert rows[3] == ["bird", "1", "0", "1"]
+
+
+def test_a_class_never_predicted_has_precision_zero_and_the_loss_is_kept():
+    summary = summarize(result([0, 1], [1, 1]), NAMES)
+    assert summary["report"]["cat"]["precision"] == 0.0  # never predicted: 0, not 1
+    assert summary["report"]["bird"]["precision"] == 0.0
+    assert summary["loss"] == 0.5
+
+
+def test_the_report_table_lines_up_under_its_header():
+    lines = format_report(summarize(result(LABELS, PREDICTIONS), NAMES)).splitlines()
+    width = len("weighted avg")
+    assert lines[0] == " " * width + "  precision  recall  f1-score  support"
+    assert lines[-1].startswith("weighted avg  ")
+    assert len({len(line) for line in lines}) == 1

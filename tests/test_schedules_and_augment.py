@@ -240,6 +240,7 @@ def run_config(tmp_path, source, **sections):
     return write_config(tmp_path, document)
 
 
+@pytest.mark.slow
 def test_a_run_with_every_feature(tmp_path, synthetic_source, capsys):
     path = run_config(
         tmp_path,
@@ -268,6 +269,7 @@ def test_a_run_with_every_feature(tmp_path, synthetic_source, capsys):
     assert lrs_logged[0] < lrs_logged[1]  # the one-cycle warm-up, per epoch in metrics.csv
 
 
+@pytest.mark.slow
 def test_resume_refuses_new_epochs_for_a_planned_schedule(tmp_path, synthetic_source, capsys):
     path = run_config(tmp_path, synthetic_source, scheduler={"name": "cosine"})
     document = yaml.safe_load(path.read_text())
@@ -277,3 +279,42 @@ def test_resume_refuses_new_epochs_for_a_planned_schedule(tmp_path, synthetic_so
     (run,) = (tmp_path / "runs").iterdir()
     assert train_main(["--resume", str(run), "--set", "training.epochs=3"]) == 2
     assert "planned over the original number of epochs" in capsys.readouterr().err
+
+
+def test_cosine_follows_its_formula_after_the_warm_up():
+    flat = [
+        lr
+        for epoch in lrs(SchedulerConfig(name="cosine", warmup_epochs=1, min_lr=0.01))
+        for lr in epoch
+    ]
+    floor, warmup, total = 0.1, 5, 20  # min_lr / lr; one epoch of 5 steps; 4 epochs
+    expected = [
+        0.1 * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / 15)))
+        for step in range(warmup, total)
+    ]
+    assert flat[warmup:] == pytest.approx(expected)
+
+
+def test_onecycle_keeps_momentum_and_peaks_where_pct_start_says():
+    model = MLP(ModelSpec(hidden=(2,)))
+    optimizer = build_optimizer(model.parameters(), OptimizerConfig(name="adam", lr=0.1))
+    schedule = build_schedule(optimizer, SchedulerConfig(name="onecycle", pct_start=0.5), 4, 5)
+    seen = []
+    for _ in range(20):
+        seen.append(current_lr(optimizer))
+        optimizer.step()
+        schedule.batch_end()
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.999)  # momentum is not cycled
+    assert seen.index(max(seen)) == 9  # half of the 20 steps
+
+
+def test_without_a_scheduler_there_is_no_state_to_save_or_restore():
+    from mlptrain.optim import Schedule
+
+    assert Schedule().state_dict() is None
+    Schedule().load_state_dict({"last_epoch": 3})  # nothing to restore into: no error
+    model = MLP(ModelSpec(hidden=(2,)))
+    optimizer = build_optimizer(model.parameters(), OptimizerConfig(lr=0.1))
+    schedule = build_schedule(optimizer, SchedulerConfig(name="step", step_size=1), 3, 4)
+    schedule.load_state_dict(None)  # a checkpoint saved without a schedule
+    assert schedule.state_dict()["last_epoch"] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def test_grid_expansion_is_the_cartesian_product():
     points = grid_points([parse_grid("a=1,2,3"), parse_grid("b=x,y")])
     assert len(points) == 6
     assert points[0] == {"a": 1, "b": "x"} and points[-1] == {"a": 3, "b": "y"}
-    with pytest.raises(UsageError, match="one --grid only"):
+    with pytest.raises(UsageError, match=r"^each key may appear in one --grid only$"):
         grid_points([parse_grid("a=1,2"), parse_grid("a=3,4")])
 
 
@@ -338,3 +339,101 @@ def test_two_workers_share_one_study(tmp_path, synthetic_source):
     assert len(set(ran.values())) == 2  # both sweeps took part
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(t.number for t in complete) == list(range(4))
+
+
+def test_param_specs_round_trip_through_sweep_json():
+    from mlptrain.sweep.settings import SweepSettings
+    from mlptrain.sweep.spec import ParamSpec
+
+    specs = [
+        parse_param("optimizer.lr=loguniform:1e-4:1e-1"),
+        parse_param("model.hidden=choice:[128],[256,128]"),
+        parse_param("training.batch_size=logint:16:256"),
+    ]
+    for spec in specs:
+        assert ParamSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert specs[1].to_dict() == {
+        "key": "model.hidden",
+        "kind": "choice",
+        "low": None,
+        "high": None,
+        "choices": ["[128]", "[256, 128]"],
+    }
+    settings = SweepSettings(
+        "optuna", [spec.key for spec in specs], seed=None, monitor="val_loss", params=specs,
+        trials=7, prune=True, storage="sqlite:///x.db", study="s",
+    )  # fmt: skip
+    assert SweepSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    assert settings.total == 7 and settings.objective.direction == "minimize"
+    assert settings.log_keys() == {"optimizer.lr", "training.batch_size"}
+
+
+def test_grid_settings_plot_wide_ranges_on_a_log_scale_and_read_old_files():
+    from mlptrain.sweep.settings import SweepSettings
+
+    points = grid_points([parse_grid("optimizer.lr=0.001,0.1"), parse_grid("model.dropout=0,0.5")])
+    grid = SweepSettings("grid", ["optimizer.lr", "model.dropout"], seed=1, points=points)
+    assert grid.total == 4
+    assert grid.log_keys() == {"optimizer.lr"}  # 100x; dropout starts at 0
+    old = {"mode": "grid", "keys": ["a"], "workers": 2, "seed": 1, "points": [{"a": 1}]}
+    assert SweepSettings.from_dict(old).monitor == "val_accuracy"  # written before monitors
+
+
+def test_param_examples_stand_for_the_range_ends():
+    assert parse_param("training.batch_size=logint:16:256").examples() == [16, 256]
+    assert parse_param("optimizer.lr=uniform:0.1:0.5").examples() == [0.1, 0.5]
+    assert parse_param("a=choice:x,'y'").examples() == ["x", "y"]
+    assert parse_param(" a =int:1:4").key == "a"
+
+
+def test_values_nest_and_keys_split_at_the_first_equals_sign():
+    assert split_top_level("[[1,2],[3]],4") == ["[[1,2],[3]]", "4"]
+    assert split_top_level("X,Y") == ["X", "Y"]  # letters never open a quote or a bracket
+    assert split_top_level("'a,b',\"c,d\",e") == ["'a,b'", '"c,d"', "e"]
+    assert split_top_level("(1,2),{a: [3,4]}") == ["(1,2)", "{a: [3,4]}"]
+    assert parse_grid("data.source=/a=b,/c") == ("data.source", ["/a=b", "/c"])
+    assert parse_param("a=choice:x=1,y").key == "a"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("=1,2", "--grid expects KEY=V1,V2"),
+        ("a=1,,2", "--grid 'a=1,,2': an empty value"),
+    ],
+)
+def test_grid_messages_name_the_flag(text, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse_grid(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("=uniform:0:1", "--param expects KEY=KIND:..., with KIND one of uniform, loguniform"),
+        ("a=uniform", "--param expects KEY=KIND"),
+        ("a=choice:1,,2", "--param 'a=1,,2': an empty value"),
+        ("a=uniform:-inf:1", "LOW must be below HIGH, both finite"),
+        ("a=uniform:0:inf", "LOW must be below HIGH, both finite"),
+        ("a=uniform:1:1", "LOW must be below HIGH"),
+    ],
+)
+def test_param_messages(text, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse_param(text)
+
+
+def test_integer_params_give_integer_examples():
+    for kind in ("int", "logint"):
+        examples = parse_param(f"training.batch_size={kind}:16:256").examples()
+        assert examples == [16, 256] and all(type(value) is int for value in examples)
+
+
+def test_trial_parameters_become_set_flags_that_read_back_the_same():
+    from mlptrain.config import parse_override
+    from mlptrain.sweep.spec import overrides
+
+    params = {"model.hidden": [256, 128], "optimizer.name": "sgd", "optimizer.lr": 1e-3}
+    texts = overrides(params)
+    assert texts == ["model.hidden=[256, 128]", 'optimizer.name="sgd"', "optimizer.lr=0.001"]
+    assert {".".join(parse_override(t)[0]): parse_override(t)[1] for t in texts} == params

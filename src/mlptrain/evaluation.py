@@ -122,6 +122,11 @@ def evaluate_checkpoint(
     return evaluation, model
 
 
+def check_perturbation(rotate: float, shift: float) -> None:
+    if not (0 <= rotate <= 180 and 0 <= shift <= 14):
+        raise UsageError("--rotate takes 0 to 180 degrees and --shift 0 to 14 pixels")
+
+
 def perturbed(
     model: nn.Module, split: Split, batch_size: int, rotate: float, shift: float, seed: int
 ) -> dict[str, Any]:
@@ -129,8 +134,7 @@ def perturbed(
     from mlptrain.augment import RandomAffine
     from mlptrain.config import AugmentConfig
 
-    if not (0 <= rotate <= 180 and 0 <= shift <= 14):
-        raise UsageError("rotation takes 0 to 180 degrees and shift 0 to 14 pixels")
+    check_perturbation(rotate, shift)
     change = RandomAffine(AugmentConfig(rotate=rotate, translate=shift))
     generator = torch.Generator(device=split.images.device).manual_seed(seed)
     result = evaluate(model, Split(change(split.images, generator), split.labels), batch_size)

@@ -47,12 +47,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from mlptrain.errors import UsageError
-    from mlptrain.evaluation import OutputNames, evaluate_checkpoint, perturbed, write_outputs
+    from mlptrain.evaluation import (
+        OutputNames,
+        check_perturbation,
+        evaluate_checkpoint,
+        perturbed,
+        write_outputs,
+    )
     from mlptrain.logs import setup_logging
 
     setup_logging(sys.stderr if args.json else None)  # with --json, stdout holds the JSON alone
-    if not (0 <= args.rotate <= 180 and 0 <= args.shift <= 14):
-        raise UsageError("--rotate takes 0 to 180 degrees and --shift 0 to 14 pixels")
+    check_perturbation(args.rotate, args.shift)  # before any data is read
     settings = flag_settings(args)
     if args.data_root is not None:
         settings["data.root"] = args.data_root
