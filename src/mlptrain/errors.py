@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_SOME_FAILED = 1  # mlp-predict: some images could not be read
 EXIT_USAGE = 2  # a UsageError: bad config, missing file, wrong device...
 EXIT_NONFINITE = 3  # training stopped on a NaN or infinite loss
