@@ -15,7 +15,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlptrain.config import Config, apply_overrides, config_to_dict, load_config, validate
+from mlptrain.config import (
+    Config,
+    ConfigSource,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+    validate,
+)
 
 if TYPE_CHECKING:
     from mlptrain.evaluation import Evaluation
@@ -23,12 +30,14 @@ if TYPE_CHECKING:
     from mlptrain.trainer import Hooks
 
 
-def resolve_config(
-    config: Config | Mapping[str, Any] | str | Path | None, overrides: Sequence[str] = ()
-) -> Config:
-    """A validated Config from a Config, a config dict, a YAML path or None (the
-    defaults), with `overrides` (KEY=VALUE, values parsed as YAML) applied."""
-    if config is None or isinstance(config, (str, Path)):
+ConfigLike = Config | Mapping[str, Any] | ConfigSource | Sequence[ConfigSource] | None
+
+
+def resolve_config(config: ConfigLike, overrides: Sequence[str] = ()) -> Config:
+    """A validated Config from a Config, a config dict, a YAML path or shipped name
+    (`"fashion"`), a list of those layered in order, or None (the defaults), with
+    `overrides` (KEY=VALUE, values parsed as YAML) applied."""
+    if not isinstance(config, (Config, Mapping)):
         return load_config(config, overrides)
     document = config_to_dict(config) if isinstance(config, Config) else dict(config)
     origin = "config with overrides" if overrides else "config"
@@ -36,7 +45,7 @@ def resolve_config(
 
 
 def train(
-    config: Config | Mapping[str, Any] | str | Path | None = None,
+    config: ConfigLike = None,
     overrides: Sequence[str] = (),
     run_dir: str | Path | None = None,
     *,

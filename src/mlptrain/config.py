@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mlptrain.config_errors import describe_errors
 from mlptrain.errors import UsageError
+from mlptrain.shipped import locate
 
 DATASETS = ("mnist", "fashion_mnist")
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu")
@@ -282,35 +283,83 @@ def set_key(document: dict[str, Any], parts: Sequence[str], value: Any, origin: 
 # --- validation and error messages -----------------------------------------------------
 
 
-def validate(document: dict[str, Any], origin: str = "config") -> Config:
-    """Validate a plain dict against the schema; raise UsageError listing every problem."""
+def validate(
+    document: dict[str, Any], origin: str = "config", origins: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a plain dict against the schema; raise UsageError listing every problem
+    (each with the file or flag its key came from, where `origins` says)."""
     try:
         return Config.model_validate(document)
     except ValidationError as exc:
-        lines = describe_errors(exc.errors(), Config)
+        lines = describe_errors(exc.errors(), Config, origins)
         raise UsageError(
             f"invalid {origin}:\n" + "\n".join(f"  - {line}" for line in lines)
         ) from None
 
 
+ConfigSource = str | Path
+
+
 def load_config(
-    path: str | Path | None,
+    config: ConfigSource | Sequence[ConfigSource] | None,
     overrides: Sequence[str] = (),
     settings: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Read a config file (or start from the defaults), apply overrides, validate.
+    """Read config files (or start from the defaults), apply overrides, validate.
 
-    `overrides` are `KEY=VALUE` strings (values parsed as YAML); `settings` maps dotted
-    keys to values already parsed (from dedicated flags such as --name), applied last.
+    `config` is a path or a shipped name (`fashion`), or several: later files override
+    earlier ones key by key (sections merge, lists and values replace). `overrides` are
+    `KEY=VALUE` strings (values parsed as YAML), applied next; `settings` maps dotted keys
+    to values already parsed (from dedicated flags such as --name), applied last. An error
+    names the file or flag its key came from when there is more than one.
     """
-    document = read_config_file(path) if path is not None else {}
-    document = apply_overrides(document, overrides)
+    sources = [] if config is None else [config] if isinstance(config, (str, Path)) else config
+    layers = [(str(source), read_config_file(locate(source))) for source in sources]
+    document, origins = merge_layers(layers)
+    for text in overrides:
+        parts, value = parse_override(text)
+        _set_traced(document, origins, parts, value, f"--set {text!r}")
     for key, value in (settings or {}).items():
-        set_key(document, key.split("."), value, "command line")
-    origin = f"config {path}" if path is not None else "config"
+        _set_traced(document, origins, key.split("."), value, "command line")
+    origin = "config " + " + ".join(name for name, _ in layers) if layers else "config"
     if overrides or settings:
         origin += " with command-line overrides"
-    return validate(document, origin)
+    traced = origins if len(layers) + len(overrides) + len(settings or {}) > 1 else None
+    return validate(document, origin, traced)
+
+
+def merge_layers(
+    layers: Sequence[tuple[str, Mapping[str, Any]]],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Merge config documents in order; also return which layer set each dotted key."""
+    document: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+
+    def merge(target: dict[str, Any], layer: Mapping[str, Any], origin: str, prefix: str):
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                merge(target[key], value, origin, f"{prefix}{key}.")
+            else:
+                _record(origins, f"{prefix}{key}", origin)
+                target[key] = copy.deepcopy(value)
+
+    for origin, layer in layers:
+        merge(document, layer, origin, "")
+    return document, origins
+
+
+def _set_traced(
+    document: dict[str, Any], origins: dict[str, str], parts: list[str], value: Any, origin: str
+) -> None:
+    set_key(document, parts, value, origin)
+    _record(origins, ".".join(parts), origin)
+
+
+def _record(origins: dict[str, str], dotted: str, origin: str) -> None:
+    """`dotted` (and everything under it) now comes from `origin`."""
+    for key in [key for key in origins if key.startswith(dotted + ".")]:
+        del origins[key]
+    origins[dotted] = origin
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -7,21 +7,39 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
 
-def describe_errors(errors: list[dict[str, Any]], schema: type[BaseModel]) -> list[str]:
-    """One line per distinct problem in pydantic's `errors` against `schema`."""
+def describe_errors(
+    errors: list[dict[str, Any]],
+    schema: type[BaseModel],
+    origins: Mapping[str, str] | None = None,
+) -> list[str]:
+    """One line per distinct problem in pydantic's `errors` against `schema`; with
+    `origins` (dotted key -> file or flag that set it), each line names its source."""
     lines: list[str] = []
     for error in errors:
         key = ".".join(str(part) for part in error["loc"]) or "config"
         line = _describe_error(key, error, schema)
+        source = _origin_of(key, origins or {})
+        if source:
+            line += f" (from {source})"
         if line not in lines:
             lines.append(line)
     return lines
+
+
+def _origin_of(key: str, origins: Mapping[str, str]) -> str | None:
+    """The source of `key` or of the nearest section above it that has one."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        source = origins.get(".".join(parts[:end]))
+        if source:
+            return source
+    return None
 
 
 def all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:

@@ -13,8 +13,20 @@ from mlptrain.errors import EXIT_INTERRUPTED, EXIT_USAGE, StopRun, UsageError
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    """--config, --set, --name: where a run's config comes from."""
-    parser.add_argument("--config", metavar="FILE", help=f"{what} (default: all defaults)")
+    """--config, --list-configs, --set, --name: where a run's config comes from."""
+    parser.add_argument(
+        "--config",
+        action="append",
+        metavar="FILE|NAME",
+        help=f"{what}: a YAML file or a shipped name such as fashion (default: all "
+        "defaults); repeatable, later files override earlier ones key by key",
+    )
+    parser.add_argument(
+        "--list-configs",
+        action=_PrintAndExit,
+        text=_config_listing,
+        help="list the shipped config names with their descriptions and exit",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -40,6 +52,48 @@ def add_data_arguments(parser: argparse.ArgumentParser, device_default: str | No
     fallback = f"default {device_default}" if device_default else "default: the config's"
     parser.add_argument(
         "--device", default=device_default, help=f"auto | cpu | cuda | cuda:N ({fallback})"
+    )
+
+
+class _PrintAndExit(argparse.Action):
+    """A flag that prints a text computed only when it is given (like --version)."""
+
+    def __init__(self, option_strings: list[str], dest: str, text: Callable[[], str], help: str):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+        self.text = text
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stdout.write(self.text())
+        parser.exit()
+
+
+def _config_listing() -> str:
+    from mlptrain.shipped import listing
+
+    return listing()
+
+
+def add_version_argument(parser: argparse.ArgumentParser) -> None:
+    """--version: mlptrain's version, torch's, and the device `auto` would use."""
+    parser.add_argument(
+        "--version",
+        action=_PrintAndExit,
+        text=version_text,
+        help="print the versions of mlptrain and torch and the device it would use, and exit",
+    )
+
+
+def version_text() -> str:
+    import platform
+
+    import torch
+
+    from mlptrain import __version__
+    from mlptrain.runtime import resolve_device
+
+    return (
+        f"mlptrain {__version__} (torch {torch.__version__}, Python "
+        f"{platform.python_version()}, device {resolve_device('auto')})\n"
     )
 
 

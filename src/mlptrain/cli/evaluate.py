@@ -7,7 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from mlptrain.cli.common import add_data_arguments, flag_settings, run_command
+from mlptrain.cli.common import (
+    add_data_arguments,
+    add_version_argument,
+    flag_settings,
+    run_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also evaluate on images shifted at random by up to PX pixels",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --rotate/--shift")
+    add_version_argument(parser)
     return parser
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from mlptrain.cli.common import run_command
+from mlptrain.cli.common import add_version_argument, run_command
 from mlptrain.errors import EXIT_SOME_FAILED, UsageError
 
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="the images are light on dark, like the datasets",
     )
+    add_version_argument(parser)
     return parser
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlptrain.cli.common import add_config_arguments, flag_settings, run_command
+from mlptrain.cli.common import (
+    add_config_arguments,
+    add_version_argument,
+    flag_settings,
+    run_command,
+)
 from mlptrain.config import Config, load_config
 from mlptrain.errors import UsageError
 
@@ -52,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--study", metavar="NAME", help="Optuna study name (with --storage)")
     parser.add_argument("--resume", metavar="SWEEP", help="continue the sweep in folder SWEEP")
+    add_version_argument(parser)
     return parser
 
 

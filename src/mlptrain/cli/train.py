@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlptrain.cli.common import add_config_arguments, flag_settings, run_command
+from mlptrain.cli.common import (
+    add_config_arguments,
+    add_version_argument,
+    flag_settings,
+    run_command,
+)
 from mlptrain.config import config_to_yaml, load_config
 from mlptrain.errors import UsageError
 
@@ -30,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
+    add_version_argument(parser)
     return parser
 
 
