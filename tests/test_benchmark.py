@@ -47,3 +47,34 @@ def test_quick_benchmark_reports_every_contestant(tmp_path):
     assert report["machine"]["device"] == "cpu"
     assert "mlptrain_vs_floor_seconds_per_epoch" in result.stdout
     assert "reference" in result.stdout and "floor" in result.stdout
+
+
+@pytest.mark.slow
+def test_inference_benchmark_reports_every_engine_and_path(tmp_path):
+    out = tmp_path / "inference.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "benchmark_inference.py"),
+            "--calls",
+            "5",
+            "--repeats",
+            "2",
+            "--batch",
+            "50",
+            "--cold-repeats",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    for rows in report["models"].values():
+        assert set(rows) == {"pytorch eager", "torch.export (.pt2)", "onnxruntime"}
+        assert all(row["median_ms"] > 0 and row["images_per_second"] > 0 for row in rows.values())
+    onnx_path, torch_path = report["cold_start"].values()
+    assert onnx_path["peak_mb"] < torch_path["peak_mb"]  # the ONNX path never loads torch

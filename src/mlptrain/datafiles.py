@@ -1,7 +1,9 @@
-"""Dataset files: finding them (an offline source, an OS package's folder, a download),
-importing them with their checksums checked, and parsing IDX files.
+"""Dataset files: the registry of datasets, finding their files (an offline source, an
+OS package's folder, a download), importing them with their checksums checked, and
+parsing IDX files into numpy arrays.
 
-Files land uncompressed in data.root/<folder>/raw, torchvision's layout.
+Files land uncompressed in data.root/<folder>/raw, torchvision's layout. Imports no
+torch, so the exported-model path (mlp-eval --model) reads test files without it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from mlptrain.config import DataConfig
 from mlptrain.errors import UsageError
@@ -39,6 +41,53 @@ class DatasetInfo:
     system_dirs: tuple[str, ...]  # where OS packages install the files
     class_names: tuple[str, ...]
     md5: dict[str, str]  # published MD5 of each uncompressed file
+
+
+IMAGE_SIZE = (28, 28)
+NUM_CLASSES = 10
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        title="MNIST",
+        folder="MNIST",
+        source_subfolders=("mnist", "MNIST", "MNIST/raw"),
+        system_dirs=("/usr/share/datasets/mnist",),
+        class_names=tuple(str(digit) for digit in range(10)),
+        md5={
+            TRAIN_IMAGES: "6bbc9ace898e44ae57da46a324031adb",
+            TRAIN_LABELS: "a25bea736e30d166cdddb491f175f624",
+            TEST_IMAGES: "2646ac647ad5339dbf082846283269ea",
+            TEST_LABELS: "27ae3e4e09519cfbb04c329615203637",
+        },
+    ),
+    "fashion_mnist": DatasetInfo(
+        name="fashion_mnist",
+        title="Fashion-MNIST",
+        folder="FashionMNIST",
+        source_subfolders=("fashion-mnist", "fashion_mnist", "FashionMNIST", "FashionMNIST/raw"),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        class_names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        md5={
+            TRAIN_IMAGES: "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            TRAIN_LABELS: "9018921c3c673c538a1fc5bad174d6f9",
+            TEST_IMAGES: "8181f5470baa50b63fa0f6fddb340f0a",
+            TEST_LABELS: "15d484375f8d13e6eb1aabb0c3f46965",
+        },
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -178,9 +227,9 @@ def _download(info: DatasetInfo, root: Path, raw: Path) -> None:
 # --- reading IDX files -------------------------------------------------------------------
 
 
-def read_idx(path: Path, expected_dims: int, md5: str | None = None) -> torch.Tensor:
-    """Parse an uncompressed IDX file of unsigned bytes into a uint8 tensor."""
-    content = bytearray(path.read_bytes())  # writable, so the tensor can share it
+def read_idx(path: Path, expected_dims: int, md5: str | None = None) -> np.ndarray:
+    """Parse an uncompressed IDX file of unsigned bytes into a uint8 array."""
+    content = bytearray(path.read_bytes())  # writable, so a tensor can share it
     if md5 is not None and hashlib.md5(content, usedforsecurity=False).hexdigest() != md5:
         raise UsageError(
             f"checksum mismatch for {path}: it differs from the published file. Delete it to "
@@ -203,6 +252,36 @@ def read_idx(path: Path, expected_dims: int, md5: str | None = None) -> torch.Te
             f"{path} has {len(content) - header_size} bytes of data, but its header "
             f"({' x '.join(map(str, dims))}) needs {count}: the file is truncated or damaged"
         )
-    if count == 0:
-        return torch.zeros(dims, dtype=torch.uint8)
-    return torch.frombuffer(content, dtype=torch.uint8, offset=header_size).view(*dims)
+    return np.frombuffer(content, dtype=np.uint8, offset=header_size).reshape(dims)
+
+
+def read_pair(
+    info: DatasetInfo, files: Prepared, images: str, labels: str, verify: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """An images file (uint8, N x 28 x 28) and its labels file (int64, N), checked."""
+    raw = files.raw
+
+    def md5(name: str) -> str | None:  # a file checked while importing it is not read twice
+        return info.md5[name] if verify and name not in files.verified else None
+
+    image_array = read_idx(raw / images, 3, md5(images))
+    label_array = read_idx(raw / labels, 1, md5(labels))
+    if tuple(image_array.shape[1:]) != IMAGE_SIZE:
+        raise UsageError(
+            f"{raw / images} holds images of {tuple(image_array.shape[1:])}, not 28x28"
+        )
+    if image_array.shape[0] != label_array.shape[0]:
+        raise UsageError(
+            f"{raw / images} has {image_array.shape[0]} images but {raw / labels} has "
+            f"{label_array.shape[0]} labels"
+        )
+    if label_array.size and int(label_array.max()) >= NUM_CLASSES:
+        raise UsageError(f"{raw / labels} has labels outside 0-{NUM_CLASSES - 1}")
+    return image_array, label_array.astype(np.int64)
+
+
+def read_test_files(data: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The whole test split of `data.dataset` as arrays: only its two files are imported."""
+    info = DATASETS[data.dataset]
+    files = prepare_files(info, data, (TEST_IMAGES, TEST_LABELS))
+    return read_pair(info, files, TEST_IMAGES, TEST_LABELS, data.verify)

@@ -1,8 +1,8 @@
-"""Datasets: the registry, loading the splits, and batches.
+"""Datasets: loading the splits as tensors, and batches.
 
 Each split lives as one uint8 tensor on the training device; batches are slices of
-it, so the hot loop never touches Python per sample. Finding, importing and parsing
-the files is datafiles.py's job.
+it, so the hot loop never touches Python per sample. The registry, finding, importing
+and parsing the files is datafiles.py's job (no torch there).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 
 from mlptrain.config import DataConfig
 from mlptrain.datafiles import (
+    DATASETS,
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
@@ -22,57 +23,11 @@ from mlptrain.datafiles import (
     DatasetInfo,
     Prepared,
     prepare_files,
-    read_idx,
+    read_pair,
 )
 from mlptrain.errors import UsageError
 
 log = logging.getLogger("mlptrain")
-
-IMAGE_SIZE = (28, 28)
-NUM_CLASSES = 10
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo(
-        name="mnist",
-        title="MNIST",
-        folder="MNIST",
-        source_subfolders=("mnist", "MNIST", "MNIST/raw"),
-        system_dirs=("/usr/share/datasets/mnist",),
-        class_names=tuple(str(digit) for digit in range(10)),
-        md5={
-            TRAIN_IMAGES: "6bbc9ace898e44ae57da46a324031adb",
-            TRAIN_LABELS: "a25bea736e30d166cdddb491f175f624",
-            TEST_IMAGES: "2646ac647ad5339dbf082846283269ea",
-            TEST_LABELS: "27ae3e4e09519cfbb04c329615203637",
-        },
-    ),
-    "fashion_mnist": DatasetInfo(
-        name="fashion_mnist",
-        title="Fashion-MNIST",
-        folder="FashionMNIST",
-        source_subfolders=("fashion-mnist", "fashion_mnist", "FashionMNIST", "FashionMNIST/raw"),
-        system_dirs=("/usr/share/datasets/fashion-mnist",),
-        class_names=(
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-        md5={
-            TRAIN_IMAGES: "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-            TRAIN_LABELS: "9018921c3c673c538a1fc5bad174d6f9",
-            TEST_IMAGES: "8181f5470baa50b63fa0f6fddb340f0a",
-            TEST_LABELS: "15d484375f8d13e6eb1aabb0c3f46965",
-        },
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -99,25 +54,8 @@ class DataSplits:
 
 
 def _read_pair(info: DatasetInfo, files: Prepared, images: str, labels: str, verify: bool) -> Split:
-    raw = files.raw
-
-    def md5(name: str) -> str | None:  # a file checked while importing it is not read twice
-        return info.md5[name] if verify and name not in files.verified else None
-
-    image_tensor = read_idx(raw / images, 3, md5(images))
-    label_tensor = read_idx(raw / labels, 1, md5(labels))
-    if tuple(image_tensor.shape[1:]) != IMAGE_SIZE:
-        raise UsageError(
-            f"{raw / images} holds images of {tuple(image_tensor.shape[1:])}, not 28x28"
-        )
-    if image_tensor.shape[0] != label_tensor.shape[0]:
-        raise UsageError(
-            f"{raw / images} has {image_tensor.shape[0]} images but {raw / labels} has "
-            f"{label_tensor.shape[0]} labels"
-        )
-    if label_tensor.numel() and int(label_tensor.max()) >= NUM_CLASSES:
-        raise UsageError(f"{raw / labels} has labels outside 0-{NUM_CLASSES - 1}")
-    return Split(image_tensor, label_tensor.long())
+    image_array, label_array = read_pair(info, files, images, labels, verify)
+    return Split(torch.from_numpy(image_array), torch.from_numpy(label_array))
 
 
 # --- splits -------------------------------------------------------------------------------

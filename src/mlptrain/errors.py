@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 EXIT_SOME_FAILED = 1  # mlp-predict: some images could not be read
+EXIT_CHECK_FAILED = 1  # mlp-export: the exported model differs from the checkpoint
 EXIT_USAGE = 2  # a UsageError: bad config, missing file, wrong device...
 EXIT_NONFINITE = 3  # training stopped on a NaN or infinite loss
 EXIT_INTERRUPTED = 130  # Ctrl-C (a signal's own status is 128 + its number)

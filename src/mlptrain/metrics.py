@@ -6,18 +6,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """A model's loss, accuracy and predictions on one split (tensors on the CPU)."""
+    """A model's loss, accuracy and predictions on one split (tensors on the CPU, or numpy
+    arrays for an exported model run without torch)."""
 
     loss: float
     accuracy: float
-    predictions: torch.Tensor  # int64
-    labels: torch.Tensor  # int64
-    confidences: torch.Tensor  # the predicted class's probability
+    predictions: torch.Tensor | np.ndarray  # int64
+    labels: torch.Tensor | np.ndarray  # int64
+    confidences: torch.Tensor | np.ndarray  # the predicted class's probability
 
     @property
     def n(self) -> int:
@@ -26,10 +28,11 @@ class EvalResult:
 
 def summarize(result: EvalResult, class_names: list[str], **context: Any) -> dict[str, Any]:
     """A JSON-ready summary: `context` (split, checkpoint...) first, then the numbers."""
+    import numpy as np
     from sklearn.metrics import classification_report, confusion_matrix  # slow import
 
     labels = list(range(len(class_names)))
-    y_true, y_pred = result.labels.numpy(), result.predictions.numpy()
+    y_true, y_pred = np.asarray(result.labels), np.asarray(result.predictions)
     report = classification_report(
         y_true, y_pred, labels=labels, target_names=class_names, output_dict=True, zero_division=0
     )

@@ -39,8 +39,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     add_data_arguments(parser)
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, device_default: str | None = None) -> None:
-    """--data-source, --no-verify, --device: where the data is and what runs it."""
+def add_data_arguments(
+    parser: argparse.ArgumentParser,
+    device_default: str | None = None,
+    device: bool = True,
+    data_root: bool = False,
+) -> None:
+    """--data-source, --no-verify, --device (and --data-root for commands that read a
+    checkpoint's run): where the data is and what runs it."""
     parser.add_argument(
         "--data-source", metavar="DIR", help="folder holding the four IDX files (offline import)"
     )
@@ -49,6 +55,12 @@ def add_data_arguments(parser: argparse.ArgumentParser, device_default: str | No
         action="store_true",
         help="accept dataset files whose checksums differ from the published ones",
     )
+    if data_root:
+        parser.add_argument(
+            "--data-root", metavar="DIR", help="dataset folder (default: the run's)"
+        )
+    if not device:
+        return
     fallback = f"default {device_default}" if device_default else "default: the config's"
     parser.add_argument(
         "--device", default=device_default, help=f"auto | cpu | cuda | cuda:N ({fallback})"
@@ -110,7 +122,9 @@ def flag_settings(args: argparse.Namespace, absolute_source: bool = False) -> di
         settings["data.source"] = str(source.resolve() if absolute_source else source)
     if args.no_verify:
         settings["data.verify"] = False
-    if args.device is not None:
+    if getattr(args, "data_root", None) is not None:
+        settings["data.root"] = args.data_root
+    if getattr(args, "device", None) is not None:
         settings["device"] = args.device
     return settings
 

@@ -20,10 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mlp-eval",
         description="Evaluate a checkpoint written by mlp-train (no config file needed).",
     )
-    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a best.pt or last.pt")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--checkpoint", metavar="PATH", help="a best.pt or last.pt")
+    given.add_argument(
+        "--model",
+        metavar="FILE",
+        help="an ONNX file from mlp-export, run by onnxruntime without torch (test split only)",
+    )
     parser.add_argument("--split", choices=("test", "val"), default="test")
-    add_data_arguments(parser, device_default="auto")
-    parser.add_argument("--data-root", metavar="DIR", help="dataset folder (default: the run's)")
+    add_data_arguments(parser, device_default="auto", data_root=True)
     parser.add_argument("--out", metavar="DIR", help="where to write results (default: beside it)")
     parser.add_argument("--batch-size", type=int, default=1000, metavar="N")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return evaluate_exported(args)
     from mlptrain.errors import UsageError
     from mlptrain.evaluation import (
         OutputNames,
@@ -65,8 +72,6 @@ def evaluate(args: argparse.Namespace) -> int:
     setup_logging(sys.stderr if args.json else None)  # with --json, stdout holds the JSON alone
     check_perturbation(args.rotate, args.shift)  # before any data is read
     settings = flag_settings(args)
-    if args.data_root is not None:
-        settings["data.root"] = args.data_root
     path = Path(args.checkpoint)
     evaluation, model = evaluate_checkpoint(path, args.split, settings, args.batch_size)
     summary = evaluation.summary
@@ -85,6 +90,45 @@ def evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print_summary(summary, path, out)
+    return 0
+
+
+def evaluate_exported(args: argparse.Namespace) -> int:
+    """An exported ONNX model on its dataset's test split, with numpy and onnxruntime only."""
+    from mlptrain.errors import UsageError
+    from mlptrain.logs import setup_logging
+    from mlptrain.onnx_model import OnnxModel, evaluate_onnx
+
+    setup_logging(sys.stderr if args.json else None)
+    unsupported = [
+        flag
+        for flag, given in (
+            ("--split val", args.split != "test"),
+            ("--rotate", args.rotate),
+            ("--shift", args.shift),
+            ("--out", args.out),
+        )
+        if given
+    ]
+    if unsupported:
+        raise UsageError(
+            f"{', '.join(unsupported)} need the checkpoint (--checkpoint): an exported model "
+            "is evaluated on the test split only, and its results are printed, not written"
+        )
+    model = OnnxModel(args.model)
+    summary = evaluate_onnx(
+        model, args.data_root or "data", args.data_source, not args.no_verify, args.batch_size
+    )
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    from mlptrain.metrics import format_report
+
+    print(format_report(summary))
+    print(
+        f"test accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}  "
+        f"({summary['n']:,} images, {args.model}, onnxruntime)"
+    )
     return 0
 
 

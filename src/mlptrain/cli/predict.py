@@ -14,9 +14,12 @@ from mlptrain.errors import EXIT_SOME_FAILED, UsageError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlp-predict",
-        description="Predict the class of images with a checkpoint written by mlp-train.",
+        description="Predict the class of images with a checkpoint written by mlp-train, or "
+        "with an ONNX model from mlp-export (onnxruntime; no torch needed).",
     )
-    parser.add_argument("--checkpoint", required=True, metavar="PATH")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--checkpoint", metavar="PATH", help="a best.pt or last.pt")
+    given.add_argument("--model", metavar="FILE", help="an ONNX file written by mlp-export")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="classes per image")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
@@ -49,7 +52,12 @@ def predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
-    predictor = Predictor(args.checkpoint)
+    if args.model is not None:
+        from mlptrain.onnx_model import OnnxModel
+
+        predictor = OnnxModel(args.model)
+    else:
+        predictor = Predictor(args.checkpoint)
     failed = 0
     for path in image_paths(args.images):
         try:
