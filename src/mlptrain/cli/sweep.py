@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from mlptrain.cli.common import (
     add_config_arguments,
@@ -13,6 +14,7 @@ from mlptrain.cli.common import (
 )
 from mlptrain.config import Config, load_config
 from mlptrain.errors import UsageError
+from mlptrain.sweep.settings import parse_devices
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,12 +52,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workers", type=int, help="trials run in parallel (default 1)")
     parser.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="one worker per device, each trial pinned to its worker's: cuda:0,cuda:1 or auto "
+        "(every visible GPU); --workers defaults to their number",
+    )
+    parser.add_argument(
         "--storage",
         metavar="URL",
-        help="Optuna storage shared by several sweeps, e.g. "
-        "postgresql://user:password@host/db (default: SQLite in the folder)",
+        help="Optuna storage shared by several sweeps: postgresql://USER@HOST:PORT/DB, or "
+        "journal:PATH for a file on a shared folder (default: SQLite in the sweep folder)",
     )
     parser.add_argument("--study", metavar="NAME", help="Optuna study name (with --storage)")
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between a running trial's heartbeats (default 10)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds without a heartbeat before another sweep fails a trial and queues its "
+        "parameters again (default 60)",
+    )
     parser.add_argument("--resume", metavar="SWEEP", help="continue the sweep in folder SWEEP")
     add_version_argument(parser)
     return parser
@@ -76,11 +99,15 @@ def sweep(args: argparse.Namespace) -> int:
     if args.resume is not None:
         _refuse_with_resume(args)
         folder, settings = load_sweep(args.resume)
+        if args.devices is not None:  # another machine may resume with other devices
+            settings = replace(settings, devices=parse_devices(args.devices))
     else:
         settings = flag_settings(args, absolute_source=True)
         name = settings.pop("name", None)
         base = load_config(args.config, args.overrides, settings)
-        folder, settings = create_sweep(base, sweep_settings(args, base), name or base.name)
+        planned = sweep_settings(args, base)
+        planned.check_workers(planned.workers)  # before the sweep folder exists
+        folder, settings = create_sweep(base, planned, name or base.name)
     run_sweep(folder, settings, args.workers)
     return 0
 
@@ -91,7 +118,12 @@ def sweep_settings(args: argparse.Namespace, base: Config):
     from mlptrain.sweep.spec import grid_points, parse_grid, parse_param
 
     mode = args.search or ("optuna" if args.param else "grid")
-    common = {"workers": args.workers or 1, "monitor": base.training.select_best_by}
+    devices = parse_devices(args.devices) if args.devices is not None else []
+    common = {
+        "workers": args.workers or len(devices) or 1,
+        "monitor": base.training.select_best_by,
+        "devices": devices,
+    }
     if mode == "grid":
         if not args.grid or args.param or args.trials or args.prune or args.storage:
             raise UsageError(
@@ -107,9 +139,14 @@ def sweep_settings(args: argparse.Namespace, base: Config):
         )
     if (args.storage is None) != (args.study is None):
         raise UsageError("--storage and --study go together: name the study to share")
-    from mlptrain.sweep.engines import import_optuna
+    if args.heartbeat <= 0 or args.grace <= args.heartbeat:
+        raise UsageError("--heartbeat must be above 0 and --grace above --heartbeat")
+    from mlptrain.sweep.storage import import_optuna, normalize, open_storage
 
-    import_optuna()  # a missing package is reported before anything starts
+    optuna = import_optuna()  # a missing package is reported before anything starts
+    storage = normalize(args.storage) if args.storage else None
+    if storage:
+        open_storage(optuna, storage)  # unreachable, refused or driverless: exit 2 now
     specs = [parse_param(text) for text in args.param]
     if len({spec.key for spec in specs}) != len(specs):
         raise UsageError("each key may appear in one --param only")
@@ -121,8 +158,10 @@ def sweep_settings(args: argparse.Namespace, base: Config):
         params=specs,
         trials=args.trials,
         prune=args.prune,
-        storage=args.storage,
+        storage=storage,
         study=args.study,
+        heartbeat=args.heartbeat,
+        grace=args.grace,
         **common,
     )
 
@@ -144,7 +183,7 @@ def _refuse_with_resume(args: argparse.Namespace) -> None:
     if given:
         raise UsageError(
             f"--resume continues a sweep as it was set up; {', '.join(given)} cannot be used "
-            "with it (only --workers)"
+            "with it (only --workers and --devices)"
         )
 
 

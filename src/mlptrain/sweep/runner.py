@@ -83,11 +83,15 @@ def run_sweep(folder: Path, settings: SweepSettings, workers: int | None = None)
 
     The first Ctrl-C lets running trials save their work and end, and starts no new
     one (StopRun, resumable); a second one stops at once."""
-    from mlptrain.sweep.engines import GridEngine, OptunaEngine, SweepContext
+    from mlptrain.sweep.engines import GridEngine, SweepContext
+    from mlptrain.sweep.optuna_engine import OptunaEngine
 
+    devices = settings.devices
     workers = workers or settings.workers
+    settings.check_workers(workers)
     stop = TwoStageStop(on_first=_announce_stop)
-    context = SweepContext(
+    context = SweepContext.pinned(
+        devices,
         folder=folder,
         base_config=folder / BASE_CONFIG,
         settings=settings,
@@ -103,9 +107,9 @@ def run_sweep(folder: Path, settings: SweepSettings, workers: int | None = None)
             epochs = load_config(folder / BASE_CONFIG).training.epochs
             engine = OptunaEngine(context, epochs)
         log.info(
-            "sweep folder: %s (%s, %d trials, %d worker(s), %d thread(s) each; by %s)",
+            "sweep folder: %s (%s, %d trials, %d worker(s), %d thread(s) each%s; by %s)",
             folder, settings.mode, settings.total, workers, context.threads,
-            settings.objective.label,
+            f", on {', '.join(devices)}" if devices else "", settings.objective.label,
         )  # fmt: skip
         try:
             with stop:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlptrain.errors import UsageError
 from mlptrain.monitor import Monitor
 from mlptrain.sweep.spec import ParamSpec
 
@@ -24,6 +26,9 @@ class SweepSettings:
     prune: bool = False
     storage: str | None = None  # optuna: the study's database URL
     study: str | None = None
+    heartbeat: float = 10.0  # optuna: seconds between a running trial's signs of life
+    grace: float = 60.0  # optuna: seconds without one before another sweep retries it
+    devices: list[str] = field(default_factory=list)  # one worker per device; [] = unpinned
 
     @property
     def total(self) -> int:
@@ -32,6 +37,14 @@ class SweepSettings:
     @property
     def objective(self) -> Monitor:
         return Monitor(self.monitor)
+
+    def check_workers(self, workers: int) -> None:
+        """Pinned workers need a device each."""
+        if self.devices and workers > len(self.devices):
+            raise UsageError(
+                f"{workers} workers but {len(self.devices)} device(s): each worker needs its "
+                "own; name a device twice to run two trials on it (--devices cuda:0,cuda:0)"
+            )
 
     def log_keys(self) -> frozenset[str]:
         """Searched on a log scale, or grid values spanning more than 50x: plotted on one."""
@@ -52,6 +65,7 @@ class SweepSettings:
             "workers": self.workers,
             "seed": self.seed,
             "monitor": self.monitor,
+            "devices": self.devices,
         }
         if self.mode == "grid":
             data["points"] = self.points
@@ -62,6 +76,8 @@ class SweepSettings:
                 prune=self.prune,
                 storage=self.storage,
                 study=self.study,
+                heartbeat=self.heartbeat,
+                grace=self.grace,
             )
         return data
 
@@ -72,3 +88,27 @@ class SweepSettings:
         # Sweeps written before the monitor was recorded compared validation accuracy.
         values.setdefault("monitor", "val_accuracy")
         return cls(**values)
+
+
+def parse_devices(text: str) -> list[str]:
+    """`--devices`: `auto` (every visible GPU) or a comma list such as cuda:0,cuda:1 (a
+    device named twice takes two workers); every device must exist on this machine."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if text.strip() == "auto":
+        if not count:
+            raise UsageError(
+                "--devices auto: this machine has no visible CUDA GPU; use --devices cpu"
+            )
+        return [f"cuda:{index}" for index in range(count)]
+    devices = [item.strip() for item in text.split(",")]
+    for device in devices:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+            raise UsageError(f"--devices: {device!r} is not a device (cpu, cuda or cuda:N)")
+        index = int(device.partition(":")[2] or 0) if device.startswith("cuda") else None
+        if index is not None and index >= count:
+            raise UsageError(
+                f"--devices: {device} does not exist here ({count} visible CUDA GPU(s))"
+            )
+    return devices

@@ -100,8 +100,10 @@ def run_trial(
     monitor: Monitor,
     on_epoch: Callable[[int, float], bool] | None = None,
     processes: set[subprocess.Popen] | None = None,
+    device: str | None = None,
 ) -> TrialResult:
-    """Train one trial; `on_epoch(epoch, monitored value)` returning True prunes it."""
+    """Train one trial (on `device`, when the sweep pins its workers to devices);
+    `on_epoch(epoch, monitored value)` returning True prunes it."""
     command = [
         sys.executable,
         "-m",
@@ -111,6 +113,7 @@ def run_trial(
         *(item for override in overrides(params) for item in ("--set", override)),
         "--set",
         f"training.threads={threads}",
+        *(("--set", f"device={device}") if device else ()),
         "--run-dir",
         str(run_dir),
         "--quiet",
@@ -128,19 +131,28 @@ def run_trial(
             processes.discard(process)
         errors.seek(0)
         stderr = errors.read()
+    if stopped_as is not None:
+        result = summarize_history(read_history(run_dir), monitor)
+        result.run_dir, result.status = str(run_dir), stopped_as
+        return result
+    if process.returncode != 0:
+        result = summarize_history(read_history(run_dir), monitor)
+        result.run_dir, result.status = str(run_dir), FAILED
+        result.message = _last_line(stderr) or f"exit status {process.returncode}"
+        return result
+    return finished_result(run_dir, monitor)
+
+
+def finished_result(run_dir: Path, monitor: Monitor) -> TrialResult:
+    """What a run that ended normally reached, read from its folder alone (so a sweep that
+    lost its storage connection can still record it when it resumes)."""
     result = summarize_history(read_history(run_dir), monitor)
     result.run_dir = str(run_dir)
-    if stopped_as is not None:
-        result.status = stopped_as
-    elif process.returncode != 0:
-        result.status = FAILED
-        result.message = _last_line(stderr) or f"exit status {process.returncode}"
-    else:
-        try:
-            summary = json.loads((run_dir / "test_metrics.json").read_text())
-            result.test_accuracy = summary["accuracy"]
-        except (OSError, ValueError, KeyError) as exc:
-            result.status, result.message = FAILED, f"no test results: {exc}"
+    try:
+        summary = json.loads((run_dir / "test_metrics.json").read_text())
+        result.test_accuracy = summary["accuracy"]
+    except (OSError, ValueError, KeyError) as exc:
+        result.status, result.message = FAILED, f"no test results: {exc}"
     return result
 
 
