@@ -71,7 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-source", default=None)
     parser.add_argument("--data-root", default=str(REPO / "data"))
     parser.add_argument(
-        "--only", nargs="*", choices=("reference", "floor", "floor_fused", "mlptrain")
+        "--only",
+        nargs="*",
+        choices=("reference", "floor", "floor_fused", "mlptrain", "mlptrain_tracked"),
     )
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_TRAIN:,} images, 1 epoch")
     parser.add_argument("--scaling", action="store_true", help="time mlptrain over sizes/widths")
@@ -166,7 +168,9 @@ def run_floor(
     return result(epoch_seconds, len(labels), accuracy, None)
 
 
-def mlptrain_config(args: argparse.Namespace, runs_dir: str, **data: Any):
+def mlptrain_config(args: argparse.Namespace, runs_dir: str, tracked: bool = False, **data: Any):
+    """The benchmark's config; `tracked`: with TensorBoard and MLflow (local store) on."""
+    tracking = {"tensorboard": True, "mlflow": {}} if tracked else {}
     subset = {"train": QUICK_TRAIN, "test": QUICK_TEST} if args.quick else None
     return validate(
         {
@@ -183,15 +187,17 @@ def mlptrain_config(args: argparse.Namespace, runs_dir: str, **data: Any):
                 "amp": args.amp,
                 "compile": args.compile,
             },
-            "output": {"runs_dir": runs_dir},
+            "output": {"runs_dir": runs_dir, **tracking},
         }
     )
 
 
-def run_mlptrain(args: argparse.Namespace, device: torch.device, splits, **data: Any) -> dict:
+def run_mlptrain(
+    args: argparse.Namespace, device: torch.device, splits, tracked: bool = False, **data: Any
+) -> dict:
     """The product's own trainer, as mlp-train runs it (quiet: no progress bar)."""
     with tempfile.TemporaryDirectory() as runs_dir:
-        config = mlptrain_config(args, runs_dir, **data)
+        config = mlptrain_config(args, runs_dir, tracked, **data)
         setup_logging(terminal=False)
         outcome = train(config)
     # Evaluation time does not depend on the weights: time it on a fresh model.
@@ -202,6 +208,35 @@ def run_mlptrain(args: argparse.Namespace, device: torch.device, splits, **data:
     eval_seconds = time.perf_counter() - start
     per_epoch = [outcome.fit_seconds / args.epochs] * args.epochs
     return result(per_epoch, outcome.train_samples, outcome.test_accuracy, eval_seconds)
+
+
+def tracking_epoch_cost(args: argparse.Namespace, epochs: int = 20) -> float:
+    """Seconds that TensorBoard and MLflow (local store) add at the end of each epoch,
+    timed directly (median of `epochs` epoch ends): a per-epoch cost too small to see in
+    whole-epoch timings on a shared machine."""
+    from mlptrain.tracking import open_trackers
+
+    record = {
+        "epoch": 1,
+        "train_loss": 0.3,
+        "train_accuracy": 0.9,
+        "val_loss": 0.3,
+        "val_accuracy": 0.9,
+        "lr": 1e-3,
+        "samples_per_second": 40000.0,
+    }
+    with tempfile.TemporaryDirectory() as runs_dir:
+        config = mlptrain_config(args, runs_dir, tracked=True)
+        run = Path(runs_dir) / "run"
+        run.mkdir()
+        trackers = open_trackers(config, run, 0)
+        times = []
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            trackers.epoch_end({**record, "epoch": epoch}, is_best=False)
+            times.append(time.perf_counter() - start)
+        trackers.abort("interrupted")
+    return statistics.median(times)
 
 
 def result(epoch_seconds: list[float], samples: int, accuracy: float, eval_seconds) -> dict:
@@ -220,12 +255,12 @@ def result(epoch_seconds: list[float], samples: int, accuracy: float, eval_secon
 
 def print_table(rows: dict[str, dict[str, Any]], memory_label: str) -> None:
     print(
-        f"{'':11} {'s/epoch':>8} {'samples/s':>11} {'test acc':>9} {'eval s':>7} {memory_label:>12}"
+        f"{'':16} {'s/epoch':>8} {'samples/s':>11} {'test acc':>9} {'eval s':>7} {memory_label:>12}"
     )
     for name, row in rows.items():
         eval_seconds = f"{row['eval_seconds']:.3f}" if row["eval_seconds"] is not None else "-"
         print(
-            f"{name:11} {row['seconds_per_epoch']:8.2f} {row['samples_per_second']:11,.0f} "
+            f"{name:16} {row['seconds_per_epoch']:8.2f} {row['samples_per_second']:11,.0f} "
             f"{row['test_accuracy']:9.4f} {eval_seconds:>7} {row['peak_memory_mib']:12,.0f}"
         )
 
@@ -249,6 +284,10 @@ def ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     if {"floor_fused", "mlptrain"} <= set(runs):
         found["mlptrain_vs_fused_floor_seconds_per_epoch"] = paired(
             "mlptrain", "floor_fused", "seconds_per_epoch"
+        )
+    if {"mlptrain_tracked", "mlptrain"} <= set(runs):
+        found["tracked_vs_untracked_seconds_per_epoch"] = paired(
+            "mlptrain_tracked", "mlptrain", "seconds_per_epoch"
         )
     return found
 
@@ -287,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         # mlptrain uses the fused Adam kernel: this floor shows its bookkeeping cost alone.
         "floor_fused": lambda: run_floor(args, device, splits, fused=True),
         "mlptrain": lambda: run_mlptrain(args, device, splits, source=source),
+        # TensorBoard and MLflow on: what tracking costs per epoch.
+        "mlptrain_tracked": lambda: run_mlptrain(args, device, splits, True, source=source),
     }
     if args.only:
         contestants = {name: body for name, body in contestants.items() if name in args.only}
@@ -298,6 +339,14 @@ def main(argv: list[str] | None = None) -> int:
     found = ratios(runs)
     for name, value in found.items():
         print(f"{name}: {value:.2f}")
+    if "mlptrain_tracked" in rows:
+        cost = tracking_epoch_cost(args)
+        share = cost / rows["mlptrain"]["seconds_per_epoch"] if "mlptrain" in rows else None
+        found["tracking_seconds_per_epoch"] = cost
+        print(
+            f"tracking (TensorBoard + MLflow) per epoch end: {cost * 1e3:.1f} ms"
+            + (f" = {share:.1%} of an epoch" if share is not None else "")
+        )
     startup = startup_seconds()
     print(f"startup: --help {startup['help']:.2f} s, config error {startup['config_error']:.2f} s")
     report = {

@@ -34,7 +34,13 @@ def test_quick_benchmark_reports_every_contestant(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"reference", "floor", "floor_fused", "mlptrain"}
+    assert set(report["results"]) == {
+        "reference",
+        "floor",
+        "floor_fused",
+        "mlptrain",
+        "mlptrain_tracked",
+    }
     for row in report["results"].values():
         assert row["seconds_per_epoch"] > 0 and row["samples_per_second"] > 0
         assert 0.0 <= row["test_accuracy"] <= 1.0
@@ -43,7 +49,10 @@ def test_quick_benchmark_reports_every_contestant(tmp_path):
         "mlptrain_vs_reference_samples_per_second",
         "mlptrain_vs_floor_seconds_per_epoch",
         "mlptrain_vs_fused_floor_seconds_per_epoch",
+        "tracked_vs_untracked_seconds_per_epoch",
+        "tracking_seconds_per_epoch",
     }
+    assert 0 < report["ratios"]["tracking_seconds_per_epoch"] < 1
     assert report["machine"]["device"] == "cpu"
     assert "mlptrain_vs_floor_seconds_per_epoch" in result.stdout
     assert "reference" in result.stdout and "floor" in result.stdout

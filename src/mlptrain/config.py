@@ -147,8 +147,25 @@ class TrainingConfig(_Section):
     select_best_by: Literal[BEST_BY] = "val_accuracy"
 
 
+TRACKING_URI = r"^(https?|file|sqlite|postgresql|mysql)(\+\w+)?:"
+
+
+class MlflowConfig(_Section):
+    """Log the run to MLflow: a tracking server's URI, or None for a local store under
+    output.runs_dir; the experiment's name (None: "mlptrain")."""
+
+    tracking_uri: str | None = Field(
+        None, pattern=r"^(https?|file|sqlite|postgresql|mysql)(\+\w+)?:"
+    )
+    experiment: str | None = Field(None, min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$")
+
+
 class OutputConfig(_Section):
     runs_dir: str = "runs"
+    tensorboard: bool = False  # event files in <run>/tensorboard/
+    tensorboard_every_n_batches: int | None = Field(None, ge=1)  # also the batch loss
+    mlflow: MlflowConfig | None = None
+    mlflow_log_checkpoints: bool = False
 
 
 class Config(_Section):

@@ -90,6 +90,8 @@ def _describe_error(key: str, error: dict[str, Any], schema: type[BaseModel]) ->
 _PATTERN_HINTS = {
     "name": "letters, digits, '.', '_' and '-', starting with a letter or digit",
     "device": "use auto, cpu, cuda or cuda:N",
+    "output.mlflow.tracking_uri": "a URI such as http://HOST:5000, file:/path or sqlite:///path",
+    "output.mlflow.experiment": "a name without control characters",
 }
 
 

@@ -116,6 +116,9 @@ class Hooks:
     def batch_end(self, samples: int) -> None:
         pass
 
+    def batch_loss(self, loss: torch.Tensor) -> None:
+        """The batch's training loss, a tensor on the device (reading it synchronizes)."""
+
     def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
         pass
 
@@ -136,6 +139,10 @@ class HookList(Hooks):
     def batch_end(self, samples: int) -> None:
         for hook in self.hooks:
             hook.batch_end(samples)
+
+    def batch_loss(self, loss: torch.Tensor) -> None:
+        for hook in self.hooks:
+            hook.batch_loss(loss)
 
     def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
         for hook in self.hooks:
@@ -245,6 +252,7 @@ def train_one_epoch(
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
+        hooks.batch_loss(loss.detach())
         hooks.batch_end(len(labels))
         if hooks.should_stop():
             raise TrainingInterrupted(epoch, batch)

@@ -36,6 +36,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         help="override a config key by dotted path; VALUE is YAML (repeatable)",
     )
     parser.add_argument("--name", help="name prefix of the folder (the config's `name`)")
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="write TensorBoard events (output.tensorboard)"
+    )
+    parser.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        metavar="URI",
+        help="log to MLflow: a tracking server's URI, or without one a local store under "
+        "the runs folder (output.mlflow)",
+    )
     add_data_arguments(parser)
 
 
@@ -117,6 +128,10 @@ def flag_settings(args: argparse.Namespace, absolute_source: bool = False) -> di
     settings: dict[str, Any] = {}
     if getattr(args, "name", None) is not None:
         settings["name"] = args.name
+    if getattr(args, "tensorboard", False):
+        settings["output.tensorboard"] = True
+    if getattr(args, "mlflow", None) is not None:
+        settings["output.mlflow.tracking_uri"] = args.mlflow or None
     if args.data_source is not None:
         source = Path(args.data_source)
         settings["data.source"] = str(source.resolve() if absolute_source else source)

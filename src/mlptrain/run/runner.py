@@ -7,6 +7,7 @@ what to print and which exit status to return.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from mlptrain.run.recorder import RunRecorder
 from mlptrain.run.session import Session, build_session, resume_session, resumed_config
 from mlptrain.rundir import RunDir
 from mlptrain.stopping import TwoStageStop
+from mlptrain.tracking import Trackers, open_trackers
 from mlptrain.trainer import HookList, Hooks, NonFiniteLoss, TrainingInterrupted, fit
 
 log = get_logger()
@@ -76,9 +78,14 @@ def train(
         log.info(describe_data(session.splits, session.device))
         log.info(describe_model(session.model.spec, session.model))
         log.info(describe_training(config, session.settings.amp_dtype))
+        try:
+            trackers = open_trackers(config, run.path, 0)
+        except UsageError:
+            shutil.rmtree(run.path, ignore_errors=True)  # refused before training: no folder
+            raise
         recorder = RunRecorder(session, run)
         recorder.save(is_best=False)  # so that even a run stopped in its first epoch resumes
-        return _fit_and_test(session, recorder, observers, show_bar)
+        return _fit_and_test(session, recorder, [*observers, trackers], show_bar, trackers)
 
 
 def resume(
@@ -120,7 +127,9 @@ def resume(
         _note_resume_in_config(run, config, done)
         log.info("resuming %s after epoch %d of %d", run.path, done, config.training.epochs)
         log.info(describe_data(session.splits, session.device))
-        return _fit_and_test(session, RunRecorder(session, run), observers, show_bar)
+        trackers = open_trackers(config, run.path, done)
+        recorder = RunRecorder(session, run)
+        return _fit_and_test(session, recorder, [*observers, trackers], show_bar, trackers)
 
 
 def _note_resume_in_config(run: RunDir, config: Config, done: int) -> None:
@@ -143,7 +152,11 @@ class _StopWhenAsked(Hooks):
 
 
 def _fit_and_test(
-    session: Session, recorder: RunRecorder, observers: Sequence[Hooks], show_bar: bool
+    session: Session,
+    recorder: RunRecorder,
+    observers: Sequence[Hooks],
+    show_bar: bool,
+    trackers: Trackers,
 ) -> RunResult:
     settings = session.settings
     bar = ProgressBar(settings.epochs) if show_bar else None
@@ -156,10 +169,12 @@ def _fit_and_test(
         except TrainingInterrupted as exc:
             if bar:
                 bar.close()
+            trackers.abort("interrupted")
             raise _interrupted(exc, stop.received or signal.SIGINT, session, recorder) from None
         except NonFiniteLoss as exc:
             if bar:
                 bar.close()
+            trackers.abort("nonfinite")
             raise _nonfinite(exc, session, recorder) from None
     fit_seconds = time.perf_counter() - start
     if session.state.stopped_early:
@@ -172,7 +187,9 @@ def _fit_and_test(
             stopping.min_delta,
             stopping.patience,
         )
-    return _test_best(session, recorder.run, fit_seconds)
+    result = _test_best(session, recorder.run, fit_seconds)
+    trackers.finish(recorder.run.path, result.test)
+    return result
 
 
 def _interrupted(

@@ -85,6 +85,7 @@ def run_sweep(folder: Path, settings: SweepSettings, workers: int | None = None)
     one (StopRun, resumable); a second one stops at once."""
     from mlptrain.sweep.engines import GridEngine, SweepContext
     from mlptrain.sweep.optuna_engine import OptunaEngine
+    from mlptrain.tracking import SweepParent
 
     devices = settings.devices
     workers = workers or settings.workers
@@ -111,12 +112,14 @@ def run_sweep(folder: Path, settings: SweepSettings, workers: int | None = None)
             folder, settings.mode, settings.total, workers, context.threads,
             f", on {', '.join(devices)}" if devices else "", settings.objective.label,
         )  # fmt: skip
+        parent = SweepParent(load_config(folder / BASE_CONFIG), folder)
         try:
             with stop:
                 engine.run()
         finally:
             for process in list(context.processes):
                 process.kill()  # only after a second Ctrl-C: the first lets trials end cleanly
+            parent.finish("KILLED" if context.stop.is_set() else "FINISHED")
         if context.stop.is_set():
             raise StopRun(
                 f"interrupted; resume with: mlp-sweep --resume {folder}", EXIT_INTERRUPTED
