@@ -85,7 +85,7 @@ def run_sweep(folder: Path, settings: SweepSettings, workers: int | None = None)
     one (StopRun, resumable); a second one stops at once."""
     from mlptrain.sweep.engines import GridEngine, SweepContext
     from mlptrain.sweep.optuna_engine import OptunaEngine
-    from mlptrain.tracking import SweepParent
+    from mlptrain.tracking.mlflow import SweepParent
 
     devices = settings.devices
     workers = workers or settings.workers

@@ -1,10 +1,4 @@
-"""A run seen by TensorBoard and MLflow: observers of the training loop that also record
-the end of the run (test metrics, pictures, hyperparameters).
-
-Tracking never costs a run: a tracker that cannot write (a server that is down or
-refuses) says once what was not logged and the training goes on. Only a mistake the user
-can fix before training (a missing package, an experiment that was deleted) stops it.
-"""
+"""MLflow: one MLflow run per run folder, and a sweep's parent run."""
 
 from __future__ import annotations
 
@@ -13,13 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mlptrain.config import Config, config_to_dict
+from mlptrain.config import Config
 from mlptrain.errors import UsageError
+from mlptrain.fsutil import atomic_write_text
 from mlptrain.logs import get_logger
-from mlptrain.trainer import HookList, Hooks
+from mlptrain.tracking import EPOCH_KEYS, INSTALL, Tracker, flat_config
 
 log = get_logger()
-INSTALL = "pip install 'mlptrain[tracking]'"
 MLFLOW_RECORD = "mlflow.json"  # in the run folder: the MLflow run that --resume continues
 PARENT_ENV = "MLPTRAIN_MLFLOW_PARENT_RUN"  # a sweep's parent run, for its trials
 ARTIFACTS = (
@@ -33,135 +27,6 @@ ARTIFACTS = (
     "samples.png",
     "report.md",
 )
-EPOCH_KEYS = (
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "samples_per_second",
-)
-
-
-def flat_config(config: Config) -> dict[str, Any]:
-    """The resolved config as dotted keys with plain values (lists as text)."""
-
-    def walk(node: dict[str, Any], prefix: str) -> dict[str, Any]:
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            if isinstance(value, dict):
-                flat.update(walk(value, f"{prefix}{key}."))
-            else:
-                plain = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
-                flat[f"{prefix}{key}"] = plain
-        return flat
-
-    return walk(config_to_dict(config), "")
-
-
-class Tracker(Hooks):
-    def finish(self, run: Path, summary: dict[str, Any]) -> None:
-        """The run ended normally; `summary` is best.pt's test summary."""
-
-    def abort(self, status: str) -> None:
-        """The run stopped early (interrupted, NaN): close what is open."""
-
-
-class Trackers(HookList):
-    """The trackers the config asks for, as one observer."""
-
-    def __init__(self, trackers: list[Tracker]) -> None:
-        super().__init__(*trackers)
-        self.trackers = trackers
-
-    def finish(self, run: Path, summary: dict[str, Any]) -> None:
-        for tracker in self.trackers:
-            tracker.finish(run, summary)
-
-    def abort(self, status: str) -> None:
-        for tracker in self.trackers:
-            tracker.abort(status)
-
-
-def open_trackers(config: Config, run: Path, start_epoch: int) -> Trackers:
-    """The trackers of `config.output` for the run folder `run`, continuing after
-    `start_epoch` finished epochs (0 for a new run)."""
-    trackers: list[Tracker] = []
-    output = config.output
-    if output.tensorboard:
-        trackers.append(TensorBoardTracker(config, run, start_epoch))
-    if output.mlflow is not None:
-        trackers.append(MlflowTracker(config, run, start_epoch))
-    return Trackers(trackers)
-
-
-# --- TensorBoard --------------------------------------------------------------------------
-
-
-class TensorBoardTracker(Tracker):
-    """Event files in <run>/tensorboard/: per-epoch scalars (step = epoch), the batch loss
-    every N batches in tensorboard/batches/, and at the end the test metrics, the
-    pictures and the hyperparameters with the final metrics (the HParams tab)."""
-
-    def __init__(self, config: Config, run: Path, start_epoch: int) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UsageError(
-                f"output.tensorboard needs the tensorboard package: {INSTALL}"
-            ) from None
-        self.config, self.every = config, config.output.tensorboard_every_n_batches
-        folder = run / "tensorboard"
-        # purge_step: a resumed run drops the steps after its last saved epoch.
-        purge = start_epoch + 1 if start_epoch else None
-        self.writer = SummaryWriter(str(folder), purge_step=purge)
-        self.writer_type, self.folder, self.start_epoch = SummaryWriter, folder, start_epoch
-        self.batches: Any = None  # opened at the first epoch, when the batch count is known
-        self.batch_step = 0
-
-    def epoch_start(self, epoch: int, batch_count: int) -> None:
-        self.batch_step = (epoch - 1) * batch_count  # step = batches since the run began
-        if self.every and self.batches is None:
-            purge = self.batch_step + 1 if self.start_epoch else None
-            self.batches = self.writer_type(str(self.folder / "batches"), purge_step=purge)
-
-    def batch_loss(self, loss) -> None:
-        self.batch_step += 1
-        if self.batches is not None and self.batch_step % self.every == 0:
-            self.batches.add_scalar("batch/train_loss", loss.item(), self.batch_step)
-
-    def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
-        epoch = int(record["epoch"])
-        for key in EPOCH_KEYS:
-            if record.get(key) is not None:
-                self.writer.add_scalar(f"epoch/{key}", float(record[key]), epoch)
-        self.writer.flush()
-
-    def finish(self, run: Path, summary: dict[str, Any]) -> None:
-        import numpy as np
-        from PIL import Image
-
-        step = int(summary.get("epoch") or 0)
-        self.writer.add_scalar("test/accuracy", summary["accuracy"], step)
-        self.writer.add_scalar("test/loss", summary["loss"], step)
-        for name in ("confusion_matrix.png", "curves.png"):
-            if (run / name).exists():
-                with Image.open(run / name) as picture:
-                    pixels = np.asarray(picture.convert("RGB"))
-                self.writer.add_image(
-                    f"test/{name.removesuffix('.png')}", pixels, step, dataformats="HWC"
-                )
-        metrics = {"hparam/test_accuracy": summary["accuracy"], "hparam/test_loss": summary["loss"]}
-        self.writer.add_hparams(flat_config(self.config), metrics, run_name="hparams")
-        self.abort("finished")
-
-    def abort(self, status: str) -> None:
-        self.writer.close()
-        if self.batches is not None:
-            self.batches.close()
-
-
-# --- MLflow -------------------------------------------------------------------------------
 
 
 def import_mlflow():
@@ -247,7 +112,7 @@ class MlflowTracker(Tracker):
         for start in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[start : start + 100])
         record = {"run_id": run_id, "tracking_uri": self.uri}
-        (self.run / MLFLOW_RECORD).write_text(json.dumps(record) + "\n")
+        atomic_write_text(self.run / MLFLOW_RECORD, json.dumps(record) + "\n")
         return run_id
 
     def _lost(self, exc: Exception, what: str) -> None:
@@ -329,7 +194,7 @@ class SweepParent:
                 tags = {"mlflow.runName": folder.name, "sweep_folder": str(folder.resolve())}
                 created = self.client.create_run(experiment_id(self.client, config), tags=tags)
                 self.run_id = created.info.run_id
-                record.write_text(json.dumps({"run_id": self.run_id}) + "\n")
+                atomic_write_text(record, json.dumps({"run_id": self.run_id}) + "\n")
         except UsageError:
             raise
         except Exception as exc:
