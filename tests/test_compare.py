@@ -40,9 +40,12 @@ def runs(tmp_path_factory, synthetic_source):
     interrupted = folder / "interrupted"
     shutil.copytree(finished, interrupted)
     (interrupted / "test_metrics.json").unlink()
-    failed = folder / "failed"
+    failed = folder / "failed"  # its config and log, and nothing else
     failed.mkdir()
     shutil.copy(finished / "config.yaml", failed / "config.yaml")
+    (failed / "train.log").write_text("run folder: failed\n")
+    artifacts = root / "runs" / "mlartifacts" / "1" / "abc" / "artifacts"  # MLflow's copies
+    shutil.copytree(finished, artifacts, ignore=shutil.ignore_patterns("train.log", "*.pt"))
     (root / "runs" / "notes").mkdir()
     damaged = folder / "damaged"
     shutil.copytree(finished, damaged)
@@ -73,7 +76,7 @@ def test_no_group_lists_each_run_and_shows_the_seed(runs):
     report, _ = _json(runs, "--no-group")
     assert "seed" in report["varied"]
     assert "name" not in report["varied"] and "output.runs_dir" not in report["varied"]
-    assert len(report["rows"]) == 4 + 3  # four finished, NaN, interrupted, failed
+    assert len(report["rows"]) == 4 + 3  # four finished, NaN, interrupted, failed; no artifacts
 
 
 def test_statuses_epochs_and_best_epoch_from_the_files(runs):

@@ -80,11 +80,18 @@ def find_runs(arguments: Iterable[str]) -> tuple[list[Path], list[str]]:
 
 
 def _runs_under(path: Path) -> list[Path]:
+    """`path` itself when it holds a config.yaml; else the run folders below it: those
+    with a config.yaml and a train.log (which mlp-train writes first), so copies of a
+    run's files elsewhere (an MLflow store's artifacts) are not taken for runs."""
     if (path / "config.yaml").is_file():
         return [path]
     if not path.is_dir():
         return []
-    return sorted(config.parent for config in path.rglob("config.yaml"))
+    return sorted(
+        config.parent
+        for config in path.rglob("config.yaml")
+        if (config.parent / "train.log").is_file()
+    )
 
 
 def read_run(folder: Path) -> Run:
