@@ -117,7 +117,11 @@ class Hooks:
         pass
 
     def batch_loss(self, loss: torch.Tensor) -> None:
-        """The batch's training loss, a tensor on the device (reading it synchronizes)."""
+        """The batch's training loss, a tensor on the device (reading it synchronizes);
+        called only when wants_batch_loss() says so."""
+
+    def wants_batch_loss(self) -> bool:
+        return type(self).batch_loss is not Hooks.batch_loss
 
     def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
         pass
@@ -132,6 +136,9 @@ class HookList(Hooks):
     def __init__(self, *hooks: Hooks) -> None:
         self.hooks = hooks
 
+    def wants_batch_loss(self) -> bool:
+        return any(hook.wants_batch_loss() for hook in self.hooks)
+
     def epoch_start(self, epoch: int, batch_count: int) -> None:
         for hook in self.hooks:
             hook.epoch_start(epoch, batch_count)
@@ -142,7 +149,8 @@ class HookList(Hooks):
 
     def batch_loss(self, loss: torch.Tensor) -> None:
         for hook in self.hooks:
-            hook.batch_loss(loss)
+            if hook.wants_batch_loss():
+                hook.batch_loss(loss)
 
     def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
         for hook in self.hooks:
@@ -225,6 +233,7 @@ def train_one_epoch(
     model, optimizer = state.model, state.optimizer
     device = split.labels.device
     check = NonFiniteCheck(settings, device, epoch, lambda: current_lr(optimizer))
+    report_loss = hooks.wants_batch_loss()  # the hot loop pays nothing when nobody asks
     # Batch norm cannot train on one sample: only then is a trailing single dropped.
     single_breaks = _has_batch_norm(model)
     model.train()
@@ -252,7 +261,8 @@ def train_one_epoch(
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
-        hooks.batch_loss(loss.detach())
+        if report_loss:
+            hooks.batch_loss(loss.detach())
         hooks.batch_end(len(labels))
         if hooks.should_stop():
             raise TrainingInterrupted(epoch, batch)

@@ -37,6 +37,9 @@ class TensorBoardTracker(Tracker):
             purge = self.batch_step + 1 if self.start_epoch else None
             self.batches = self.writer_type(str(self.folder / "batches"), purge_step=purge)
 
+    def wants_batch_loss(self) -> bool:
+        return bool(self.every)
+
     def batch_loss(self, loss) -> None:
         self.batch_step += 1
         if self.batches is not None and self.batch_step % self.every == 0:
