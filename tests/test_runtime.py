@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from mlptrain import runtime
+from mlptrain.arithmetic import BF16_MARGIN, training_gemms
 from mlptrain.errors import UsageError
+from mlptrain.model import ModelSpec
 from mlptrain.runtime import (
     resolve_amp,
     resolve_device,
@@ -33,14 +35,28 @@ def test_cuda_without_a_gpu_is_a_usage_error():
 
 def test_bf16_autocast_needs_a_cpu_with_bf16_instructions(monkeypatch):
     cpu = torch.device("cpu")
-    assert resolve_amp("none", cpu) is None
+    assert resolve_amp("none", cpu).dtype is None
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
     with pytest.raises(UsageError, match="needs bfloat16 support.*set training.amp: none or auto"):
         resolve_amp("bf16", cpu)
-    assert resolve_amp("auto", cpu) is None  # auto falls back to full precision
+    assert resolve_amp("auto", cpu).dtype is None  # auto falls back to full precision
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
-    assert resolve_amp("bf16", cpu) is torch.bfloat16
-    assert resolve_amp("auto", cpu) is torch.bfloat16
+    assert resolve_amp("bf16", cpu).dtype is torch.bfloat16
+    assert resolve_amp("auto", cpu).dtype is torch.bfloat16  # no shapes to time
+
+
+@pytest.mark.parametrize("speedup, expected", [(3.0, torch.bfloat16), (1.1, None), (0.5, None)])
+def test_amp_auto_on_a_cpu_takes_bf16_only_where_it_measures_faster(monkeypatch, speedup, expected):
+    """Native bf16 instructions are not enough: auto times the step's own products."""
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(
+        runtime, "bf16_pays_off", lambda gemms, device: (speedup >= BF16_MARGIN, speedup)
+    )
+    gemms = training_gemms(ModelSpec(hidden=(64,)), 32)
+    amp = resolve_amp("auto", torch.device("cpu"), gemms)
+    assert amp.dtype is expected
+    assert f"measured {speedup:.2f}x float32's speed" in amp.reason
+    assert amp.reason.startswith("bf16" if expected else "float32")
 
 
 def test_bf16_autocast_elsewhere_is_a_usage_error():

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mlptrain.config import AugmentConfig
+from mlptrain.random_bits import uniform_signed
 
 
 class RandomAffine:
@@ -57,7 +58,9 @@ class RandomAffine:
             theta[:, 0, :2] = torch.where(flip[:, None], -theta[:, 0, :2], theta[:, 0, :2])
         grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
         if config.elastic:
-            field = _smooth(uniform(count, 2, height, width), config.elastic_sigma)
+            # 16-bit draws: a quarter of the generator's work for a field that is smoothed.
+            raw = uniform_signed((count, 2, height, width), generator, device)
+            field = _smooth(raw, config.elastic_sigma)
             scale = 2.0 * config.elastic / torch.tensor([width, height], device=device)
             grid = grid + field.permute(0, 2, 3, 1) * scale  # (x, y) displacement per pixel
         moved = F.grid_sample(

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlptrain.random_bits import INT16_LEVELS, int16_bits
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
@@ -41,6 +43,24 @@ class ModelSpec:
         return cls(**{**spec, "hidden": tuple(spec["hidden"])})
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with a four times cheaper mask on a CPU (mlptrain.random_bits).
+
+    An element is kept when its 16-bit random integer is below a threshold, so the keep
+    rate is 1 - p to within 2**-16, and kept values are scaled by the inverse of that
+    exact rate, so the expected output equals the input. The parameters, state dict and
+    inference behaviour (the identity) are nn.Dropout's; on other devices, whose dropout
+    kernels are already fused, it is nn.Dropout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        kept_levels = max(1, round((1.0 - self.p) * INT16_LEVELS))
+        keep = int16_bits(x.shape, device=x.device) < kept_levels - INT16_LEVELS // 2
+        return x * keep.to(x.dtype).mul_(INT16_LEVELS / kept_levels)
+
+
 class MLP(nn.Module):
     """flatten -> normalize -> [Linear -> (BatchNorm) -> activation -> (Dropout)] x N -> Linear.
 
@@ -62,7 +82,7 @@ class MLP(nn.Module):
                 layers.append(nn.BatchNorm1d(hidden))
             layers.append(ACTIVATIONS[spec.activation]())
             if spec.dropout > 0:
-                layers.append(nn.Dropout(spec.dropout))
+                layers.append(Dropout(spec.dropout))
             width = hidden
         layers.append(nn.Linear(width, spec.num_classes))
         self.layers = nn.Sequential(*layers)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from mlptrain.arithmetic import Gemm, bf16_pays_off
 from mlptrain.errors import UsageError
 
 
@@ -57,18 +58,35 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `training.amp`, or None for full precision.
+class Amp(NamedTuple):
+    """The autocast dtype a run trains with (None: float32) and why, for its log."""
 
-    bf16 runs on CUDA GPUs that support it and on CPUs with bfloat16 instructions
-    (AVX512-BF16 or AMX), where oneDNN's bf16 matrix products make the wide presets' epochs
-    about 1.5x faster (docs/performance.md); elsewhere bf16 is emulated, slower than float32.
-    `auto` takes bf16 where it runs natively and full precision everywhere else.
+    dtype: torch.dtype | None
+    reason: str
+
+
+def resolve_amp(mode: str, device: torch.device, gemms: list[Gemm] | None = None) -> Amp:
+    """The autocast dtype for `training.amp`.
+
+    `auto` takes bf16 on CUDA GPUs that support it. On a CPU, bf16 instructions
+    (AVX512-BF16 or AMX) are necessary but not enough: oneDNN's bf16 products are about 5x
+    faster than float32 on an Intel Xeon with AMX, about 1.5x on an AMD EPYC with
+    AVX512-BF16, and slower than float32 on an Intel Xeon with AVX512-BF16 but no AMX
+    (docs/performance.md). So `auto` times the run's own matrix products (`gemms`, a few
+    milliseconds) in both dtypes and takes bf16 only where it is faster by BF16_MARGIN.
     """
     if mode == "none":
-        return None
+        return Amp(None, "float32")
     if mode == "auto":
-        return torch.bfloat16 if _native_bf16(device) else None
+        if not _native_bf16(device):
+            return Amp(None, "float32 (amp auto: no native bf16 on this device)")
+        if device.type != "cpu" or gemms is None:
+            return Amp(torch.bfloat16, "bf16 autocast")
+        faster, speedup = bf16_pays_off(gemms, device)
+        measured = f"bf16 matrix products measured {speedup:.2f}x float32's speed here"
+        if faster:
+            return Amp(torch.bfloat16, f"bf16 autocast (amp auto: {measured})")
+        return Amp(None, f"float32 (amp auto: {measured})")
     if device.type not in ("cuda", "cpu"):
         raise UsageError(
             f"training.amp: {mode} runs on CUDA devices and bf16-capable CPUs only, and this "
@@ -81,7 +99,7 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
             f"AVX512-BF16 or AMX), and {where} has none, so it would run slower than float32; "
             "set training.amp: none or auto"
         )
-    return torch.bfloat16
+    return Amp(torch.bfloat16, "bf16 autocast")
 
 
 def _native_bf16(device: torch.device) -> bool:

@@ -13,6 +13,7 @@ from mlptrain.config import Config
 from mlptrain.datasets import DataSplits
 from mlptrain.logs import get_logger
 from mlptrain.model import ModelSpec
+from mlptrain.runtime import Amp
 from mlptrain.trainer import Hooks
 
 
@@ -52,16 +53,14 @@ def describe_data(splits: DataSplits, device: torch.device) -> str:
     )
 
 
-def describe_training(config: Config, amp_dtype: torch.dtype | None) -> str:
+def describe_training(config: Config, amp: Amp) -> str:
     opt, training = config.optimizer, config.training
     line = (
         f"optimizer: {opt.name} lr {opt.lr:g}; {training.epochs} epochs, "
         f"batch size {training.batch_size}; best.pt by {training.select_best_by}"
     )
-    if amp_dtype is not None:
-        line += "; bf16 autocast"
-    elif training.amp == "auto":
-        line += "; float32 (amp auto: no native bf16 on this device)"
+    if amp.dtype is not None or training.amp != "none":
+        line += f"; {amp.reason}"
     if training.compile:
         line += "; torch.compile"
     return line

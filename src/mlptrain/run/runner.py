@@ -77,7 +77,7 @@ def train(
         log.info("run folder: %s", run.path)
         log.info(describe_data(session.splits, session.device))
         log.info(describe_model(session.model.spec, session.model))
-        log.info(describe_training(config, session.settings.amp_dtype))
+        log.info(describe_training(config, session.amp))
         try:
             trackers = open_trackers(config, run.path, 0)
         except UsageError:

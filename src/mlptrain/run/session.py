@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from mlptrain.arithmetic import Gemm, training_gemms
 from mlptrain.augment import RandomAffine
 from mlptrain.config import Config, parse_override, set_key, validate
 from mlptrain.datasets import DataSplits, load_splits, pixel_stats
@@ -18,6 +19,7 @@ from mlptrain.errors import UsageError
 from mlptrain.model import MLP, ModelSpec
 from mlptrain.optim import build_optimizer, build_schedule
 from mlptrain.runtime import (
+    Amp,
     resolve_amp,
     resolve_device,
     restore_rng_state,
@@ -47,6 +49,7 @@ class Session:
     model: MLP  # what checkpoints save (state.model may be its torch.compile wrapper)
     state: FitState
     settings: LoopSettings
+    amp: Amp
 
 
 def loop_settings(config: Config, amp_dtype: torch.dtype | None) -> LoopSettings:
@@ -81,10 +84,16 @@ def model_spec(config: Config, splits: DataSplits) -> ModelSpec:
     )
 
 
+def step_gemms(config: Config) -> list[Gemm]:
+    """The matrix products of the config's training step (amp auto times them)."""
+    spec = ModelSpec(hidden=tuple(config.model.hidden))
+    return training_gemms(spec, config.training.batch_size)
+
+
 def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
     """Device, seeds, data, model and optimizer; `spec` given when resuming."""
     device = resolve_device(config.device)
-    amp_dtype = resolve_amp(config.training.amp, device)
+    amp = resolve_amp(config.training.amp, device, step_gemms(config))
     set_deterministic(config.training.deterministic)
     if config.training.threads is not None:
         torch.set_num_threads(config.training.threads)
@@ -101,7 +110,7 @@ def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
         generator=torch.Generator().manual_seed(config.seed),
         schedule=schedule,
     )
-    return Session(config, device, splits, model, state, loop_settings(config, amp_dtype))
+    return Session(config, device, splits, model, state, loop_settings(config, amp.dtype), amp)
 
 
 def resume_session(config: Config, checkpoint: dict[str, Any]) -> Session:
