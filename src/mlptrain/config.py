@@ -19,7 +19,9 @@ from mlptrain.config_errors import describe_errors
 from mlptrain.errors import UsageError
 from mlptrain.shipped import locate
 
-DATASETS = ("mnist", "fashion_mnist")
+BUILTIN_DATASETS = ("mnist", "fashion_mnist")
+USER_DATASETS = ("images", "csv")  # the user's own files, at data.path
+DATASETS = (*BUILTIN_DATASETS, *USER_DATASETS)
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 OPTIMIZERS_WITH_MOMENTUM = ("sgd", "rmsprop")
@@ -44,12 +46,53 @@ class NormalizeConfig(_Section):
 
 class DataConfig(_Section):
     dataset: Literal[DATASETS] = "fashion_mnist"
-    root: str = "data"
+    root: str = "data"  # downloads, imports and the cache of decoded images/csv files
     source: str | None = None
     verify: bool = True
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     subset: SubsetConfig | None = None
     normalize: NormalizeConfig | None = None  # None: the training split's mean and std
+    # images and csv (docs: README "Your own data"):
+    path: str | None = None  # images: a folder of class folders (or of training/ + testing/)
+    test_path: str | None = None  # csv: the test file; images: a folder of class folders
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # a carved, class-stratified test split
+    label_column: str = Field("label", min_length=1)  # csv
+    image_size: tuple[int, int] = (28, 28)  # height, width: images are resized to it
+    skip_unreadable: bool = False  # images: skip files that do not decode, with a warning
+
+    @model_validator(mode="after")
+    def _paths_fit_the_dataset(self) -> DataConfig:
+        if self.dataset in USER_DATASETS:
+            if self.path is None:
+                raise ValueError(
+                    f"data.dataset {self.dataset} reads your own files: set data.path to "
+                    + ("a folder of class folders" if self.dataset == "images" else "a CSV file")
+                )
+            if self.test_path is not None and self.test_fraction > 0:
+                raise ValueError("data.test_path and data.test_fraction exclude each other")
+        else:
+            given = [
+                key
+                for key, value in (
+                    ("path", self.path),
+                    ("test_path", self.test_path),
+                    ("test_fraction", self.test_fraction or None),
+                )
+                if value is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"data.{given[0]} is for data.dataset images or csv; {self.dataset} is built in"
+                )
+            if self.image_size != (28, 28):
+                raise ValueError(f"data.image_size of {self.dataset} is 28x28 and cannot change")
+        if min(self.image_size) < 1 or max(self.image_size) > 512:
+            raise ValueError(f"data.image_size {list(self.image_size)} must be 1 to 512 pixels")
+        return self
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.dataset in BUILTIN_DATASETS
 
 
 class AugmentConfig(_Section):

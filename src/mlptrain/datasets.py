@@ -8,7 +8,7 @@ and parsing the files is datafiles.py's job (no torch there).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +16,7 @@ import torch
 from mlptrain.config import DataConfig
 from mlptrain.datafiles import (
     DATASETS,
+    FILES,
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
@@ -26,6 +27,7 @@ from mlptrain.datafiles import (
     read_pair,
 )
 from mlptrain.errors import UsageError
+from mlptrain.userdata import load_user_data
 
 log = logging.getLogger("mlptrain")
 
@@ -58,16 +60,39 @@ def _read_pair(info: DatasetInfo, files: Prepared, images: str, labels: str, ver
     return Split(torch.from_numpy(image_array), torch.from_numpy(label_array))
 
 
+def _read_dataset(data: DataConfig, test_only: bool = False) -> tuple[DatasetInfo, Split, Split]:
+    """The dataset's description, its whole training split (empty with `test_only`, where
+    only a built-in dataset's test files are imported) and its test split."""
+    if not data.is_builtin:
+        user = load_user_data(data)
+        info = DatasetInfo(
+            name=data.dataset,
+            title=f"{data.dataset} from {data.path}",
+            folder="",
+            source_subfolders=(),
+            system_dirs=(),
+            class_names=user.class_names,
+            md5={},
+        )
+        train = Split(torch.from_numpy(user.train_images), torch.from_numpy(user.train_labels))
+        test = Split(torch.from_numpy(user.test_images), torch.from_numpy(user.test_labels))
+        return info, train, test
+    info = DATASETS[data.dataset]
+    _warn_unverified(data)
+    names = (TEST_IMAGES, TEST_LABELS) if test_only else FILES
+    files = prepare_files(info, data, names)
+    test = _read_pair(info, files, TEST_IMAGES, TEST_LABELS, data.verify)
+    if test_only:
+        return info, Split(test.images[:0], test.labels[:0]), test
+    return info, _read_pair(info, files, TRAIN_IMAGES, TRAIN_LABELS, data.verify), test
+
+
 # --- splits -------------------------------------------------------------------------------
 
 
 def load_splits(data: DataConfig, seed: int, device: torch.device) -> DataSplits:
     """Load the dataset named by the config: train/val carved by the seed, subsets applied."""
-    info = DATASETS[data.dataset]
-    _warn_unverified(data)
-    files = prepare_files(info, data)
-    full_train = _read_pair(info, files, TRAIN_IMAGES, TRAIN_LABELS, data.verify)
-    test = _test_split(info, files, data)
+    info, full_train, test = _read_dataset(data)
     subset = data.subset
     train_indices, val_indices = split_indices(
         len(full_train), data.val_fraction, subset.train if subset else None, seed
@@ -76,19 +101,30 @@ def load_splits(data: DataConfig, seed: int, device: torch.device) -> DataSplits
     if len(val_indices):
         val = Split(full_train.images[val_indices], full_train.labels[val_indices]).to(device)
     train = Split(full_train.images[train_indices], full_train.labels[train_indices])
-    return DataSplits(info, train.to(device), val, test.to(device))
+    return DataSplits(info, train.to(device), val, _test_subset(test, data).to(device))
 
 
-def load_test_split(data: DataConfig, device: torch.device) -> Split:
-    """The test split alone: only the two test files are imported, read and checked."""
-    info = DATASETS[data.dataset]
-    _warn_unverified(data)
-    files = prepare_files(info, data, (TEST_IMAGES, TEST_LABELS))
-    return _test_split(info, files, data).to(device)
+def load_test_split(
+    data: DataConfig, device: torch.device, class_names: Sequence[str] | None = None
+) -> Split:
+    """The test split alone (of a built-in dataset, only its two test files are imported);
+    `class_names`: the model's, which the data must still have."""
+    info, _, test = _read_dataset(data, test_only=True)
+    if class_names is not None:
+        check_classes(info, class_names)
+    return _test_subset(test, data).to(device)
 
 
-def _test_split(info: DatasetInfo, files: Prepared, data: DataConfig) -> Split:
-    test = _read_pair(info, files, TEST_IMAGES, TEST_LABELS, data.verify)
+def check_classes(info: DatasetInfo, class_names: Sequence[str]) -> None:
+    """A model's classes against its data's: user data can change after training."""
+    if tuple(class_names) != tuple(info.class_names):
+        raise UsageError(
+            f"the data ({info.title}) now has the classes {list(info.class_names)}, but the "
+            f"model was trained on {list(class_names)}: the data changed since"
+        )
+
+
+def _test_subset(test: Split, data: DataConfig) -> Split:
     subset = data.subset
     if subset and subset.test:
         if subset.test > len(test):

@@ -16,7 +16,7 @@ from torch import nn
 
 from mlptrain.checkpoint import load_checkpoint, model_from_checkpoint
 from mlptrain.config import Config, set_key, validate
-from mlptrain.datasets import Split, load_splits, load_test_split
+from mlptrain.datasets import Split, check_classes, load_splits, load_test_split
 from mlptrain.errors import UsageError
 from mlptrain.metrics import EvalResult, summarize
 from mlptrain.rundir import write_evaluation
@@ -103,9 +103,11 @@ def evaluate_checkpoint(
     config = stored_config(checkpoint, path, settings or {})
     device = resolve_device(config.device)
     if split == "test":
-        images = load_test_split(config.data, device)
+        images = load_test_split(config.data, device, checkpoint["class_names"])
     else:
-        images = load_splits(config.data, config.seed, device).val
+        splits = load_splits(config.data, config.seed, device)
+        check_classes(splits.info, checkpoint["class_names"])
+        images = splits.val
         if images is None:
             raise UsageError(f"{path} was trained with data.val_fraction 0: there is no val split")
     model = model_from_checkpoint(checkpoint, str(path)).to(device)

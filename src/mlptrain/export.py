@@ -1,8 +1,8 @@
 """Exporting a checkpoint for deployment: ONNX (run by onnxruntime) or a torch.export
 program (`.pt2`), each checked against the checkpoint before it is written.
 
-The exported model is the whole model a user needs: uint8 pixels [N, 28, 28] (0-255,
-light strokes on a dark background, the datasets' own format) with any N, normalization
+The exported model is the whole model a user needs: uint8 pixels [N, H, W] (0-255, H x W the
+training images' size and polarity) with any N, normalization
 inside, logits (or probabilities) out, in float32 and in inference mode.
 """
 
@@ -28,11 +28,12 @@ from mlptrain.datasets import load_test_split
 from mlptrain.errors import EXIT_CHECK_FAILED, StopRun, UsageError
 from mlptrain.evaluation import stored_config
 from mlptrain.fsutil import atomic_write_bytes
+from mlptrain.model import ModelSpec
 from mlptrain.onnx_model import INPUT_NAME, INSTALL_HINT, OnnxModel
 
 FORMATS = ("onnx", "pt2")
 PT2_METADATA = "mlptrain.json"  # the extra file of a .pt2 archive holding the metadata
-INPUT_FORMAT = "uint8 [N, 28, 28], pixels 0-255, light strokes on a dark background"
+INPUT_FORMAT = "uint8 [N, {height}, {width}], pixels 0-255, as the training images"
 DEFAULT_TOLERANCE = 1e-4
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 CHECK_BATCH = 1000
@@ -108,7 +109,8 @@ def export_checkpoint(
     model = Deployable(model_from_checkpoint(checkpoint, str(source)), probabilities)
     metadata = _metadata(checkpoint, source, probabilities)
     config = stored_config(checkpoint, source, settings or {})
-    images = load_test_split(config.data, torch.device("cpu")).images[:check_images]
+    cpu = torch.device("cpu")
+    images = load_test_split(config.data, cpu, checkpoint["class_names"]).images[:check_images]
 
     content = serialize(model, format, metadata, opset)
     parity = _compare(model, load_exported(format, content, str(target)), images)
@@ -151,12 +153,14 @@ def _check_writable(target: Path) -> None:
 
 def _metadata(checkpoint: dict[str, Any], source: Path, probabilities: bool) -> dict[str, str]:
     """What travels inside the exported file, as strings (ONNX metadata_props are)."""
+    height, width = ModelSpec.from_dict(checkpoint["model_spec"]).image_size
     return {
         "producer": "mlptrain",
         "mlptrain_version": mlptrain.__version__,
         "dataset": str(checkpoint["dataset"]),
         "class_names": json.dumps(list(checkpoint["class_names"])),
-        "input": INPUT_FORMAT,
+        "input": INPUT_FORMAT.format(height=height, width=width),
+        "image_size": json.dumps([height, width]),
         "output": "probabilities" if probabilities else "logits",
         "source_checkpoint": source.name,
         "checkpoint_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
@@ -186,8 +190,8 @@ def serialize(
     return _export_pt2(model, metadata)
 
 
-def _example(batch: int = 2) -> torch.Tensor:
-    return torch.zeros(batch, 28, 28, dtype=torch.uint8)
+def _example(model: Deployable, batch: int = 2) -> torch.Tensor:
+    return torch.zeros(batch, *model.model.spec.image_size, dtype=torch.uint8)
 
 
 def _dynamic_batch() -> dict[str, dict[int, Any]]:
@@ -195,7 +199,7 @@ def _dynamic_batch() -> dict[str, dict[int, Any]]:
 
 
 def _export_pt2(model: Deployable, metadata: dict[str, str]) -> bytes:
-    program = torch.export.export(model, (_example(),), dynamic_shapes=_dynamic_batch())
+    program = torch.export.export(model, (_example(model),), dynamic_shapes=_dynamic_batch())
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files={PT2_METADATA: json.dumps(metadata)})
     return buffer.getvalue()
@@ -205,7 +209,7 @@ def _export_onnx(model: Deployable, metadata: dict[str, str], opset: int | None)
     try:
         program = torch.onnx.export(
             model,
-            (_example(),),
+            (_example(model),),
             input_names=[INPUT_NAME],
             output_names=[metadata["output"]],
             dynamic_shapes=_dynamic_batch(),

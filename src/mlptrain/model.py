@@ -27,20 +27,22 @@ class ModelSpec:
     activation: str = "relu"
     dropout: float = 0.0
     batch_norm: bool = False
-    input_size: int = 28 * 28
+    input_size: int = 28 * 28  # height x width of image_size
     num_classes: int = 10
+    image_size: tuple[int, int] = (28, 28)  # what inputs are resized to (height, width)
     # Normalization of pixels on the 0-1 scale, usually the training split's statistics.
     mean: float = 0.0
     std: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         spec = asdict(self)
-        spec["hidden"] = list(self.hidden)
+        spec["hidden"], spec["image_size"] = list(self.hidden), list(self.image_size)
         return spec
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any]) -> ModelSpec:
-        return cls(**{**spec, "hidden": tuple(spec["hidden"])})
+        size = tuple(spec.get("image_size", (28, 28)))  # checkpoints before image folders
+        return cls(**{**spec, "hidden": tuple(spec["hidden"]), "image_size": size})
 
 
 class Dropout(nn.Dropout):

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from mlptrain.config import BUILTIN_DATASETS
 from mlptrain.errors import UsageError
+from mlptrain.prediction import top_classes
 
 INPUT_NAME = "pixels"
 INSTALL_HINT = "pip install 'mlptrain[export]'"
@@ -28,7 +30,7 @@ def import_onnxruntime():
 
 
 class OnnxModel:
-    """An mlptrain ONNX export: uint8 pixels [N, 28, 28] in, logits (or probabilities) out."""
+    """An mlptrain ONNX export: uint8 pixels [N, H, W] in, logits (or probabilities) out."""
 
     def __init__(self, source: str | Path | bytes, origin: str | None = None) -> None:
         onnxruntime = import_onnxruntime()
@@ -51,9 +53,11 @@ class OnnxModel:
         self.metadata = self.session.get_modelmeta().custom_metadata_map
         self.class_names = _class_names(self.metadata, self.origin)
         self.outputs = self.metadata.get("output", "logits")
+        self.image_size = tuple(json.loads(self.metadata.get("image_size", "[28, 28]")))
+        self.builtin_data = self.metadata.get("dataset") in BUILTIN_DATASETS
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """The model's output for uint8 pixels of shape [N, 28, 28]."""
+        """The model's output for uint8 pixels of shape [N, H, W]."""
         return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(pixels, np.uint8)})[0]
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
@@ -64,17 +68,8 @@ class OnnxModel:
         return out / out.sum(axis=1, keepdims=True)
 
     def top(self, pixels: np.ndarray, k: int) -> list[dict[str, Any]]:
-        """The `k` likeliest classes of one 28x28 uint8 image, likeliest first."""
-        probabilities = self.probabilities(pixels[None])[0]
-        order = np.argsort(-probabilities, kind="stable")[: min(k, len(self.class_names))]
-        return [
-            {
-                "index": int(i),
-                "class": self.class_names[i],
-                "probability": round(float(probabilities[i]), 6),
-            }
-            for i in order
-        ]
+        """The `k` likeliest classes of one uint8 image, likeliest first."""
+        return top_classes(self.probabilities(pixels[None])[0], self.class_names, k)
 
 
 def _class_names(metadata: dict[str, str], origin: str) -> list[str]:
@@ -100,6 +95,12 @@ def evaluate_onnx(
     from mlptrain.metrics import EvalResult, summarize
 
     dataset = model.metadata.get("dataset", "")
+    if dataset in ("images", "csv"):
+        raise UsageError(
+            f"{model.origin} was trained on your own data ({dataset}); mlp-eval --model "
+            "evaluates on the built-in datasets: evaluate the checkpoint it was exported from "
+            "with mlp-eval --checkpoint"
+        )
     if dataset not in DATASETS:
         raise UsageError(f"{model.origin} names an unknown dataset {dataset!r} in its metadata")
     if batch_size < 1:

@@ -14,7 +14,7 @@ import torch
 from mlptrain.arithmetic import Gemm, training_gemms
 from mlptrain.augment import RandomAffine
 from mlptrain.config import Config, parse_override, set_key, validate
-from mlptrain.datasets import DataSplits, load_splits, pixel_stats
+from mlptrain.datasets import DataSplits, check_classes, load_splits, pixel_stats
 from mlptrain.errors import UsageError
 from mlptrain.model import MLP, ModelSpec
 from mlptrain.optim import build_optimizer, build_schedule
@@ -74,7 +74,11 @@ def loop_settings(config: Config, amp_dtype: torch.dtype | None) -> LoopSettings
 def model_spec(config: Config, splits: DataSplits) -> ModelSpec:
     fixed = config.data.normalize
     mean, std = (fixed.mean, fixed.std) if fixed else pixel_stats(splits.train)
+    height, width = splits.train.images.shape[1:]
     return ModelSpec(
+        input_size=height * width,
+        num_classes=len(splits.info.class_names),
+        image_size=(height, width),
         hidden=tuple(config.model.hidden),
         activation=config.model.activation,
         dropout=config.model.dropout,
@@ -86,7 +90,8 @@ def model_spec(config: Config, splits: DataSplits) -> ModelSpec:
 
 def step_gemms(config: Config) -> list[Gemm]:
     """The matrix products of the config's training step (amp auto times them)."""
-    spec = ModelSpec(hidden=tuple(config.model.hidden))
+    height, width = config.data.image_size
+    spec = ModelSpec(hidden=tuple(config.model.hidden), input_size=height * width)
     return training_gemms(spec, config.training.batch_size)
 
 
@@ -116,6 +121,7 @@ def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
 def resume_session(config: Config, checkpoint: dict[str, Any]) -> Session:
     """The session of a run saved in `checkpoint`, exactly where its last epoch ended."""
     session = build_session(config, ModelSpec.from_dict(checkpoint["model_spec"]))
+    check_classes(session.splits.info, checkpoint["class_names"])
     session.model.load_state_dict(checkpoint["model_state"])
     session.state.optimizer.load_state_dict(checkpoint["optimizer_state"])
     session.state.schedule.load_state_dict(checkpoint.get("scheduler_state"))

@@ -60,9 +60,14 @@ def create_sweep(base: Config, settings: SweepSettings, name: str) -> tuple[Path
 
 
 def _prepare_data(base: Config) -> None:
-    # Once, here: trials then find the files in place instead of importing them at once.
-    from mlptrain.datafiles import prepare_files
-    from mlptrain.datasets import DATASETS
+    # Once, here: trials then find the files in place (or your own data decoded and
+    # cached) instead of each importing or decoding them at once.
+    if not base.data.is_builtin:
+        from mlptrain.userdata import load_user_data
+
+        load_user_data(base.data)
+        return
+    from mlptrain.datafiles import DATASETS, prepare_files
 
     prepare_files(DATASETS[base.data.dataset], base.data)
 
