@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-steps", type=int, default=40)
     parser.add_argument("--top", type=int, default=8, help="operators shown per profile")
     parser.add_argument("--data-source", default=None)
+    parser.add_argument("--data-root", default=str(REPO / "data"))
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     if args.epochs < 2:
@@ -68,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def preset_config(name: str, args: argparse.Namespace, source: str) -> Config:
-    return load_config(name, settings={"device": args.device, "data.source": source})
+    settings = {"device": args.device, "data.source": source, "data.root": args.data_root}
+    return load_config(name, settings=settings)
 
 
 def limits(config: Config, device: torch.device) -> dict[str, Any]:
@@ -96,6 +98,7 @@ def timed_run(name: str, args: argparse.Namespace, source: str, src: str | None)
             ("training.epochs", args.epochs),
             ("device", args.device),
             ("data.source", source),
+            ("data.root", args.data_root),
             ("output.runs_dir", runs_dir),
         ):
             command += ["--set", f"{key}={value}"]
@@ -142,7 +145,7 @@ def top_operators(config: Config, steps: int, top: int) -> tuple[list[dict[str, 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(terminal=False)
-    source = str(find_source(args.data_source))
+    source = str(find_source(args.data_source, REPO))
     device = resolve_device(args.device)
     results: dict[str, Any] = {"machine": describe_machine(device), "presets": {}}
     configs = {name: preset_config(name, args, source) for name in args.presets}

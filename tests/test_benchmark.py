@@ -87,3 +87,44 @@ def test_inference_benchmark_reports_every_engine_and_path(tmp_path):
         assert all(row["median_ms"] > 0 and row["images_per_second"] > 0 for row in rows.values())
     onnx_path, torch_path = report["cold_start"].values()
     assert onnx_path["peak_mb"] < torch_path["peak_mb"]  # the ONNX path never loads torch
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_preset_benchmark_reports_the_limit_and_the_profile(tmp_path):
+    """scripts/benchmark_presets.py on the smoke config, with the current source as the
+    "before" version: the table, the bound, the profile and the JSON are all there."""
+    source = require_real_data()
+    out = tmp_path / "presets.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "benchmark_presets.py"),
+            "--presets",
+            "smoke",
+            "--epochs",
+            "2",
+            "--profile-steps",
+            "4",
+            "--before-src",
+            str(REPO / "src"),
+            "--data-source",
+            str(source),
+            "--data-root",
+            str(tmp_path / "data"),
+            "--json-out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = json.loads(out.read_text())["presets"]["smoke"]
+    assert row["dtype"] == "float32"  # smoke trains in full precision
+    assert row["bound_ms"] > 0 and row["after_step_ms"] > 0 and row["before_step_ms"] > 0
+    assert row["share_of_limit"] == pytest.approx(row["bound_ms"] / row["after_step_ms"])
+    assert row["speedup"] == pytest.approx(row["before_epoch_s"] / row["after_epoch_s"])
+    assert row["steps_per_epoch"] == 29  # 2,000 images less 10% validation, batches of 64
+    assert row["profile"] and 0 < sum(op["share"] for op in row["profile"]) <= 1.0001
+    assert "share of the limit" in result.stdout and "top operators" in result.stdout
