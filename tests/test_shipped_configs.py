@@ -150,3 +150,46 @@ def test_every_command_prints_its_version(command, tmp_path):
     assert result.returncode == 0
     assert result.stdout.startswith(f"mlptrain {mlptrain.__version__} (torch {torch.__version__}")
     assert "device cpu" in result.stdout  # this machine has no GPU; auto means the CPU
+
+
+# --- small contracts of layering that mutation testing showed unguarded --------------
+
+
+def test_a_missing_config_file_is_named():
+    from mlptrain.config import read_config_file
+
+    with pytest.raises(UsageError, match="config file not found: .*missing.yaml"):
+        read_config_file("missing.yaml")
+
+
+def test_an_override_through_a_value_names_the_set_flag():
+    from mlptrain.config import apply_overrides
+
+    with pytest.raises(UsageError, match=r"--set 'seed.x=1': seed is a value, not a section"):
+        apply_overrides({"seed": 1}, ["seed.x=1"])
+
+
+def test_errors_name_their_source_only_when_there_are_several(tmp_path):
+    one = tmp_path / "one.yaml"
+    one.write_text("optimizer: {lrr: 0.1}\n")
+    with pytest.raises(UsageError) as alone:
+        load_config(one)
+    assert "(from" not in str(alone.value)  # one source: nothing to tell apart
+    two = tmp_path / "two.yaml"
+    two.write_text("seed: 1\n")
+    with pytest.raises(UsageError) as layered:
+        load_config([one, two])
+    assert f"config {one} + {two}" in str(layered.value)
+    assert f"(from {one})" in str(layered.value)
+    with pytest.raises(UsageError) as with_settings:
+        load_config(one, settings={"seed": 2, "device": "cpu"})
+    assert f"(from {one})" in str(with_settings.value)
+
+
+def test_merged_layers_share_no_lists_with_the_files():
+    from mlptrain.config import merge_layers
+
+    first = {"model": {"hidden": [8, 4]}}
+    merged, _ = merge_layers([("a.yaml", first), ("b.yaml", {"seed": 1})])
+    merged["model"]["hidden"].append(2)
+    assert first["model"]["hidden"] == [8, 4]
