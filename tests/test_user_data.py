@@ -345,6 +345,16 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     return outputs
 
 
+def csv_data(exported: dict[str, Path]) -> dict:
+    """The data section of a run on the exported CSV files."""
+    folder = exported["csv"]
+    return {
+        "dataset": "csv",
+        "path": str(folder / "train.csv"),
+        "test_path": str(folder / "test.csv"),
+    }
+
+
 def train_run(tmp_path: Path, data: dict, name: str, *extra: str) -> Path:
     document = {
         "name": name,
@@ -379,11 +389,7 @@ def test_png_csv_and_idx_train_to_the_same_accuracy(tmp_path, exported):
     png = train_run(tmp_path, {"dataset": "images", "path": str(exported["png"])}, "png")
     table = train_run(
         tmp_path,
-        {
-            "dataset": "csv",
-            "path": str(exported["csv"] / "train.csv"),
-            "test_path": str(exported["csv"] / "test.csv"),
-        },
+        csv_data(exported),
         "csv",
     )
     idx = train_run(
@@ -471,11 +477,7 @@ def test_every_command_downstream_of_an_image_folder_run(tmp_path, exported):
 def test_predict_writes_a_csv_of_predictions_and_kaggle_s_format(tmp_path, exported):
     run = train_run(
         tmp_path,
-        {
-            "dataset": "csv",
-            "path": str(exported["csv"] / "train.csv"),
-            "test_path": str(exported["csv"] / "test.csv"),
-        },
+        csv_data(exported),
         "table",
     )
     kaggle_test = exported["kaggle"] / "test.csv"

@@ -116,7 +116,8 @@ def _class_files(folder: Path) -> dict[str, list[tuple[str, int, int]]]:
             f"after the class, e.g. {folder / '0' / 'image.png'}"
         )
     files = {}
-    for entry in sorted(classes, key=lambda entry: _class_order(entry.name, classes)):
+    numeric = all(entry.name.lstrip("-").isdigit() for entry in classes)
+    for entry in sorted(classes, key=lambda entry: _class_order(entry.name, numeric)):
         found = [
             (item.path, status.st_size, status.st_mtime_ns)
             for item in _visible(Path(entry.path))
@@ -133,9 +134,8 @@ def _visible(folder: Path) -> list[os.DirEntry]:
         return [entry for entry in entries if not entry.name.startswith(".")]
 
 
-def _class_order(name: str, classes: list[os.DirEntry]) -> tuple:
+def _class_order(name: str, numeric: bool) -> tuple:
     """Numeric names in numeric order (2 before 10) when every name is a number."""
-    numeric = all(entry.name.lstrip("-").isdigit() for entry in classes)
     return (int(name), name) if numeric else (0, name)
 
 
