@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mlptrain.cli.common import (
     add_config_arguments,
@@ -32,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-dir", metavar="DIR", help="create the run in exactly this new folder (sweeps use it)"
     )
     parser.add_argument(
+        "--seeds",
+        metavar="S1,S2,...",
+        help="train the config once per seed, all together in one process (stacked "
+        "weights): one run folder per seed, in a group folder",
+    )
+    parser.add_argument("--group", metavar="FILE", help=argparse.SUPPRESS)  # mlp-sweep --stack
+    parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
@@ -49,10 +57,14 @@ def train(args: argparse.Namespace) -> int:
     show_bar = not args.quiet and sys.stderr.isatty()
     if args.resume is not None:
         return resume(args, settings, show_bar)
+    if args.group is not None:
+        return train_group_file(args, settings)
     config = load_config(args.config, args.overrides, settings)
     if args.print_config:
         sys.stdout.write(config_to_yaml(config))
         return 0
+    if args.seeds is not None:
+        return train_seeds(args, config, show_bar)
     # Imported only now, so that --help and config errors never wait for torch.
     from mlptrain.logs import setup_logging
     from mlptrain.run.runner import train as run_training
@@ -62,12 +74,69 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise UsageError(f"--seeds {text!r}: give seeds as non-negative integers, e.g. 1,2,3")
+    return seeds
+
+
+def train_seeds(args: argparse.Namespace, config, show_bar: bool) -> int:
+    from mlptrain.logs import setup_logging
+    from mlptrain.run.group import seed_configs, train_group
+
+    configs = seed_configs(config, parse_seeds(args.seeds))
+    setup_logging()
+    result = train_group(configs, group_dir=args.run_dir, show_bar=show_bar)
+    return group_status(result)
+
+
+def train_group_file(args: argparse.Namespace, settings: dict) -> int:
+    """The members of a group file: {"members": [{"overrides": [...], "run_dir": ...}]},
+    each on the --config files with its own overrides (mlp-sweep --stack writes it)."""
+    import json
+
+    from mlptrain.logs import setup_logging
+    from mlptrain.run.group import train_group
+
+    try:
+        members = json.loads(Path(args.group).read_text())["members"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"--group {args.group}: cannot be read: {exc}") from None
+    configs = [
+        load_config(args.config, [*args.overrides, *member["overrides"]], settings)
+        for member in members
+    ]
+    setup_logging()
+    run_dirs = [member["run_dir"] for member in members]
+    return group_status(train_group(configs, run_dirs, show_bar=False))
+
+
+def group_status(result) -> int:
+    """0 when every model finished; otherwise EXIT_NONFINITE, naming the failed ones."""
+    from mlptrain.errors import EXIT_NONFINITE, StopRun
+
+    if result.failed:
+        names = ", ".join(str(path) for path in result.failed)
+        raise StopRun(
+            f"{len(result.failed)} of the group's models stopped on a non-finite loss "
+            f"({names}; see their train.log); the others finished",
+            EXIT_NONFINITE,
+        )
+    return 0
+
+
 def resume(args: argparse.Namespace, settings: dict, show_bar: bool) -> int:
     flags = {
         "--config": args.config,
         "--name": args.name,
         "--print-config": args.print_config,
         "--run-dir": args.run_dir,
+        "--seeds": args.seeds,
+        "--group": args.group,
     }
     clashing = [flag for flag, given in flags.items() if given]
     if clashing:
@@ -76,9 +145,13 @@ def resume(args: argparse.Namespace, settings: dict, show_bar: bool) -> int:
             "used with it"
         )
     from mlptrain.logs import setup_logging
+    from mlptrain.run.group import GroupFile, resume_group
     from mlptrain.run.runner import resume as resume_run
 
     setup_logging()
+    if GroupFile.find(Path(args.resume)) is not None:
+        result = resume_group(args.resume, args.overrides, settings, show_bar=show_bar)
+        return group_status(result)
     resume_run(args.resume, args.overrides, settings, show_bar=show_bar)
     return 0
 

@@ -175,7 +175,7 @@ def _fit_and_test(
             if bar:
                 bar.close()
             trackers.abort("nonfinite")
-            raise _nonfinite(exc, session, recorder) from None
+            raise nonfinite_stop(exc, session, recorder) from None
     fit_seconds = time.perf_counter() - start
     if session.state.stopped_early:
         stopping = session.config.training.early_stopping
@@ -187,7 +187,7 @@ def _fit_and_test(
             stopping.min_delta,
             stopping.patience,
         )
-    result = _test_best(session, recorder.run, fit_seconds)
+    result = test_best(session, recorder.run, fit_seconds)
     trackers.finish(recorder.run.path, result.test)
     return result
 
@@ -212,7 +212,7 @@ def _interrupted(
     )
 
 
-def _nonfinite(exc: NonFiniteLoss, session: Session, recorder: RunRecorder) -> StopRun:
+def nonfinite_stop(exc: NonFiniteLoss, session: Session, recorder: RunRecorder) -> StopRun:
     best_epoch = session.state.best_epoch
     kept = (
         f"best.pt (epoch {best_epoch}) and last.pt (epoch {recorder.saved_epoch}) are intact"
@@ -229,7 +229,7 @@ def _nonfinite(exc: NonFiniteLoss, session: Session, recorder: RunRecorder) -> S
     return StopRun(message, EXIT_NONFINITE)
 
 
-def _test_best(session: Session, run: RunDir, fit_seconds: float) -> RunResult:
+def test_best(session: Session, run: RunDir, fit_seconds: float) -> RunResult:
     """The test split is touched once: by best.pt, read back from disk and evaluated in
     full precision, exactly as mlp-eval does."""
     from mlptrain import reports  # matplotlib: only once there is something to draw
