@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 import torch
 
 import mlptrain
-from mlptrain.checkpoint import load_checkpoint
+from mlptrain.checkpoint import load_checkpoint, model_from_checkpoint
+from mlptrain.cli.evaluate import main as eval_main
+from mlptrain.cli.export import main as export_main
 from mlptrain.cli.train import main as train_main
 from mlptrain.config import load_config, validate
 from mlptrain.errors import UsageError
+from mlptrain.evaluation import evaluate_ensemble
+from mlptrain.onnx_model import OnnxModel
 from mlptrain.run.group import train_group
 from mlptrain.run.runner import resume
 from mlptrain.run.session import build_session
@@ -20,7 +29,7 @@ from mlptrain.stack.compat import check_stackable
 from mlptrain.stack.trainer import Member, fit_group
 from mlptrain.trainer import fit
 
-from .conftest import config_document, write_config
+from .conftest import config_document, run_cli, write_config, write_dataset
 
 
 def configs(tmp_path, source, variants, **shared):
@@ -208,3 +217,123 @@ def test_each_member_stops_early_on_its_own(tmp_path, synthetic_source):
 def metrics_rows(run):
     with open(run / "metrics.csv", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_an_interrupted_group_resumes_to_the_same_weights(tmp_path, tmp_path_factory):
+    """Ctrl-C during a group's third epoch, then --resume on one member's folder: every
+    member ends exactly as in an uninterrupted group (dropout included)."""
+    root = tmp_path_factory.mktemp("larger")
+    source = write_dataset(root / "mnist", seed=4, train_count=3000, test_count=200).parent
+    folders = {}
+    for part in ("whole", "parts"):
+        folder = tmp_path / part
+        folder.mkdir()
+        document = config_document(
+            folder, source, "mnist", {"hidden": [64], "dropout": 0.1}, epochs=4, batch_size=8
+        )
+        config = write_config(folder, document)
+        folders[part] = (folder, config)
+    folder, config = folders["whole"]
+    whole = run_cli("train", "--config", str(config), "--seeds", "1,2", "--quiet", cwd=folder)
+    assert whole.returncode == 0, whole.stderr
+
+    folder, config = folders["parts"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlptrain.cli.train", "--config", str(config),
+         "--seeds", "1,2", "--quiet"],
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while (
+        not list(folder.glob("runs/*/seed-2/metrics.csv"))
+        or len(next(folder.glob("runs/*/seed-2/metrics.csv")).read_text().splitlines()) <= 2
+    ):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    (group,) = (folder / "runs").iterdir()
+    assert f"resume with: mlp-train --resume {group}" in stderr
+    assert not (group / "seed-1" / "test_metrics.json").exists()
+
+    resumed = run_cli("train", "--resume", str(group / "seed-2"), "--quiet", cwd=folder)
+    assert resumed.returncode == 0, resumed.stderr
+    (whole_group,) = (folders["whole"][0] / "runs").iterdir()
+    for member in ("seed-1", "seed-2"):
+        expected = load_checkpoint(whole_group / member / "last.pt")
+        got = load_checkpoint(group / member / "last.pt")
+        assert got["epoch"] == 4
+        for key, tensor in expected["model_state"].items():
+            assert torch.equal(tensor, got["model_state"][key]), (member, key)
+        assert (
+            metrics_rows(group / member)[-1]["val_loss"]
+            == (metrics_rows(whole_group / member)[-1]["val_loss"])
+        )
+    statuses = [m["status"] for m in json.loads((group / "group.json").read_text())["members"]]
+    assert statuses == ["finished", "finished"]
+
+
+# --- ensembles ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_group(tmp_path_factory, synthetic_source):
+    """Three seeds trained together on synthetic MNIST; their best.pt files."""
+    folder = tmp_path_factory.mktemp("group")
+    config = seeds_config(folder, synthetic_source, epochs=2)
+    assert train_main(["--config", str(config), "--seeds", "1,2,3", "--quiet"]) == 0
+    (group,) = (folder / "runs").iterdir()
+    return group, [group / f"seed-{seed}" / "best.pt" for seed in (1, 2, 3)]
+
+
+def test_an_ensemble_averages_its_members_probabilities(trained_group, capsys):
+    group, checkpoints = trained_group
+    evaluation, ensemble = evaluate_ensemble(checkpoints, {"device": "cpu"})
+    test = load_checkpoint(checkpoints[0])
+    members = [mlptrain.evaluate(path, device="cpu") for path in checkpoints]
+    images = members[0].split.images
+    with torch.inference_mode():
+        averaged = torch.stack(
+            [model_from_checkpoint(load_checkpoint(p))(images).softmax(dim=1) for p in checkpoints]
+        ).mean(dim=0)
+        ours = ensemble(images).softmax(dim=1)
+    assert torch.allclose(ours, averaged, atol=1e-6)
+    expected = (averaged.argmax(dim=1) == members[0].split.labels).float().mean().item()
+    assert evaluation.accuracy == pytest.approx(expected)
+    assert [m["accuracy"] for m in evaluation.summary["members"]] == [
+        member.accuracy for member in members
+    ]
+    assert test["dataset"] == "mnist"
+    # The command writes its results beside the run folders: in the group folder.
+    assert eval_main(["--ensemble", *map(str, checkpoints), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"test accuracy {evaluation.accuracy:.4f}" in out and "ensemble of 3" in out
+    written = json.loads((group / "ensemble_test_metrics.json").read_text())
+    assert written["accuracy"] == evaluation.accuracy
+
+
+def test_an_ensemble_of_different_datasets_is_refused(trained_group, tmp_path, synthetic_source):
+    _, checkpoints = trained_group
+    document = config_document(tmp_path, synthetic_source, "fashion_mnist", epochs=1)
+    other = mlptrain.train(document, verbose=False).run_dir / "best.pt"
+    with pytest.raises(UsageError, match=r"must be of one dataset.*dataset and classes"):
+        evaluate_ensemble([checkpoints[0], other])
+    assert eval_main(["--ensemble", str(checkpoints[0]), "--split", "val"]) == 2
+
+
+def test_an_ensemble_exports_as_one_onnx_model(trained_group, tmp_path):
+    _, checkpoints = trained_group
+    out = tmp_path / "ensemble.onnx"
+    assert export_main(["--ensemble", *map(str, checkpoints), "--format", "onnx",
+                        "--out", str(out)]) == 0  # fmt: skip
+    exported = OnnxModel(out)
+    assert json.loads(exported.metadata["source_checkpoint"]) == list(map(str, checkpoints))
+    evaluation, ensemble = evaluate_ensemble(checkpoints, {"device": "cpu"})
+    images = evaluation.split.images[:50]
+    with torch.inference_mode():
+        expected = ensemble(images).softmax(dim=1).numpy()
+    got = exported(images.numpy())
+    assert np.allclose(np.exp(got) / np.exp(got).sum(1, keepdims=True), expected, atol=1e-5)
+    assert export_main(["--ensemble", *map(str, checkpoints), "--format", "onnx"]) == 2

@@ -437,3 +437,54 @@ def test_trial_parameters_become_set_flags_that_read_back_the_same():
     texts = overrides(params)
     assert texts == ["model.hidden=[256, 128]", 'optimizer.name="sgd"', "optimizer.lr=0.001"]
     assert {".".join(parse_override(t)[0]): parse_override(t)[1] for t in texts} == params
+
+
+@pytest.mark.slow
+def test_a_stacked_grid_trains_each_shape_in_one_process(tmp_path, synthetic_source):
+    """--stack: the 2 x 2 points of each width share one process; every trial still has
+    its own ordinary run folder and results row, as without --stack."""
+    config = base_config(tmp_path, synthetic_source)
+    done = sweep(
+        "--config", str(config), "--grid", "optimizer.lr=0.001,0.01", "--grid", "seed=1,2",
+        "--grid", "model.hidden=[8],[16]", "--stack", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    folder = sweep_folder(tmp_path)
+    rows = results(folder)
+    assert len(rows) == 8 and all(row["status"] == "complete" for row in rows)
+    groups = sorted((folder / "groups").iterdir())
+    assert len(groups) == 2  # one process per width
+    for group in groups:
+        members = json.loads(group.read_text())["members"]
+        assert len(members) == 4
+        hidden = {load_config(Path(m["run_dir"]) / "config.yaml").model.hidden[0] for m in members}
+        assert len(hidden) == 1
+    for row in rows:
+        run = Path(row["run_dir"])
+        trial = load_config(run / "config.yaml")
+        assert trial.optimizer.lr == float(row["optimizer.lr"]) and trial.seed == int(row["seed"])
+        assert "trained together with 3 other model(s)" in (run / "train.log").read_text()
+        assert json.loads((run / "test_metrics.json").read_text())["accuracy"] == float(
+            row["test_accuracy"]
+        )
+
+
+@pytest.mark.slow
+def test_a_stacked_optuna_search_asks_trials_in_batches(tmp_path, synthetic_source):
+    config = base_config(tmp_path, synthetic_source)
+    done = sweep(
+        "--config", str(config), "--search", "optuna", "--trials", "5", "--stack", "3",
+        "--param", "optimizer.lr=loguniform:1e-4:1e-1", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    folder = sweep_folder(tmp_path)
+    rows = results(folder)
+    assert sorted(int(row["trial"]) for row in rows) == list(range(5))
+    assert all(row["status"] == "complete" for row in rows)
+    sizes = sorted(len(json.loads(g.read_text())["members"]) for g in (folder / "groups").iterdir())
+    assert sizes == [2, 3]  # 3 asked together, then the 2 the study still needed
+    refused = sweep(
+        "--config", str(config), "--search", "optuna", "--trials", "2", "--stack", "--prune",
+        "--param", "optimizer.lr=loguniform:1e-4:1e-1", cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--stack and --prune do not go together" in refused.stderr

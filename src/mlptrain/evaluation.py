@@ -52,8 +52,8 @@ class OutputNames:
                    "misclassified.png")  # fmt: skip
 
     @classmethod
-    def of_eval(cls, split: str) -> OutputNames:
-        prefix = f"eval_{split}_"
+    def of_eval(cls, split: str, kind: str = "") -> OutputNames:
+        prefix = f"{kind or 'eval_'}{split}_"
         return cls(f"{prefix}metrics.json", f"{prefix}confusion_matrix.csv",
                    f"{prefix}confusion_matrix.png", f"{prefix}misclassified.png")  # fmt: skip
 
@@ -122,6 +122,39 @@ def evaluate_checkpoint(
         dataset=config.data.dataset,
     )
     return evaluation, model
+
+
+def evaluate_ensemble(
+    paths: list[str | Path],
+    settings: Mapping[str, Any] | None = None,
+    batch_size: int = 1000,
+) -> tuple[Evaluation, nn.Module]:
+    """The averaged probabilities of several checkpoints of one dataset on its test split
+    (read as the first checkpoint's run read it), with each member's own accuracy."""
+    from mlptrain.ensemble import load_ensemble
+
+    if batch_size < 1:
+        raise UsageError(f"the batch size must be at least 1, got {batch_size}")
+    checkpoints, ensemble = load_ensemble(paths)
+    first = checkpoints[0]
+    config = stored_config(first, Path(paths[0]), settings or {})
+    device = resolve_device(config.device)
+    images = load_test_split(config.data, device, first["class_names"])
+    ensemble = ensemble.to(device)
+    evaluation = evaluate_split(
+        ensemble,
+        images,
+        list(first["class_names"]),
+        batch_size,
+        split="test",
+        checkpoint=[str(path) for path in paths],
+        dataset=config.data.dataset,
+    )
+    evaluation.summary["members"] = [
+        {"checkpoint": str(path), "accuracy": evaluate(member, images, batch_size).accuracy}
+        for path, member in zip(paths, ensemble.members, strict=True)
+    ]
+    return evaluation, ensemble
 
 
 def check_perturbation(rotate: float, shift: float) -> None:

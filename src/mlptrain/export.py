@@ -96,22 +96,80 @@ def export_checkpoint(
     A failed check raises StopRun with exit status 1 and writes nothing.
     """
     source = Path(checkpoint_path)
+    target = _checked_target(format, out, source.with_suffix(f".{format}"), check_images)
+    checkpoint = load_checkpoint(source)
+    model = Deployable(model_from_checkpoint(checkpoint, str(source)), probabilities)
+    metadata = _metadata(checkpoint, source, probabilities)
+    config = stored_config(checkpoint, source, settings or {})
+    return _check_and_write(model, metadata, config.data, checkpoint["class_names"], format,
+                            target, opset, check_images, tolerance)  # fmt: skip
+
+
+def export_ensemble(
+    checkpoint_paths: list[str | Path],
+    format: str,
+    out: str | Path,
+    *,
+    opset: int | None = None,
+    probabilities: bool = False,
+    check_images: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    settings: Mapping[str, Any] | None = None,
+) -> ExportResult:
+    """Several checkpoints of one dataset exported as one model (mlptrain.ensemble): the
+    average of their probabilities, checked like one checkpoint on the first one's test
+    images. Its metadata names every member."""
+    from mlptrain.ensemble import load_ensemble
+
+    target = _checked_target(format, out, None, check_images)
+    sources = [Path(path) for path in checkpoint_paths]
+    checkpoints, ensemble = load_ensemble(sources)
+    model = Deployable(ensemble, probabilities)
+    metadata = _metadata(checkpoints[0], sources[0], probabilities)
+    metadata.update(
+        source_checkpoint=json.dumps([str(path) for path in sources]),
+        checkpoint_sha256=json.dumps(
+            [hashlib.sha256(path.read_bytes()).hexdigest() for path in sources]
+        ),
+        epoch=json.dumps([checkpoint.get("epoch") for checkpoint in checkpoints]),
+        test_accuracy="",
+        ensemble=str(len(sources)),
+    )
+    config = stored_config(checkpoints[0], sources[0], settings or {})
+    return _check_and_write(model, metadata, config.data, checkpoints[0]["class_names"],
+                            format, target, opset, check_images, tolerance)  # fmt: skip
+
+
+def _checked_target(
+    format: str, out: str | Path | None, default: Path | None, check_images: int | None
+) -> Path:
+    """The output path, refused before any work is done when it cannot be written."""
     if format not in FORMATS:
         raise UsageError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
     if format == "onnx":
         _require(ONNX_PACKAGES)
     if check_images is not None and check_images < 1:
         raise UsageError(f"--check-images must be at least 1, got {check_images}")
-    target = Path(out) if out is not None else source.with_suffix(f".{format}")
+    if out is None and default is None:
+        raise UsageError("an ensemble's export needs --out FILE")
+    target = Path(out) if out is not None else default
     _check_writable(target)
+    return target
 
-    checkpoint = load_checkpoint(source)
-    model = Deployable(model_from_checkpoint(checkpoint, str(source)), probabilities)
-    metadata = _metadata(checkpoint, source, probabilities)
-    config = stored_config(checkpoint, source, settings or {})
-    cpu = torch.device("cpu")
-    images = load_test_split(config.data, cpu, checkpoint["class_names"]).images[:check_images]
 
+def _check_and_write(
+    model: Deployable,
+    metadata: dict[str, str],
+    data: Any,
+    class_names: list[str],
+    format: str,
+    target: Path,
+    opset: int | None,
+    check_images: int | None,
+    tolerance: float,
+) -> ExportResult:
+    """Export, compare with `model` on the test images of `data`, then write atomically."""
+    images = load_test_split(data, torch.device("cpu"), class_names).images[:check_images]
     content = serialize(model, format, metadata, opset)
     parity = _compare(model, load_exported(format, content, str(target)), images)
     if not parity.passes(tolerance):

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mlptrain.fsutil import atomic_write, atomic_write_text
@@ -92,21 +93,38 @@ def plot_confusion(path: Path, matrix: list[list[int]], class_names: list[str], 
 
 
 def _image_grid(path: Path, images: torch.Tensor, titles: list[str], heading: str) -> None:
+    """Up to six images a row, each with its title above it, drawn as one mosaic in one
+    axes (an axes per image made these pictures ten times slower to draw)."""
     plt = pyplot()
     count = len(titles)
     columns = min(6, max(1, count))
     rows = max(1, math.ceil(count / columns))
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(2.0 * columns, 2.2 * rows + 0.4), squeeze=False
-    )
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index < count:
-            axis.imshow(images[index].cpu().numpy(), cmap="gray_r", vmin=0, vmax=255)
-            axis.set_title(titles[index], fontsize=8)
+    height, width = images.shape[1:] if count else (28, 28)
+    pad, title_space = max(2, width // 7), max(8, height // 2)  # pixels around each image
+    cell_height, cell_width = height + title_space, width + pad
+    mosaic = np.zeros((rows * cell_height, columns * cell_width), dtype=np.uint8)
+    pixels = images[:count].cpu().numpy()
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = row * cell_height + title_space, column * cell_width + pad // 2
+        mosaic[top : top + height, left : left + width] = pixels[index]
+    figure, axis = plt.subplots(figsize=(2.0 * columns, 2.2 * rows + 0.4))
+    axis.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+    axis.axis("off")
+    for index, title in enumerate(titles):
+        row, column = divmod(index, columns)
+        axis.text(
+            column * cell_width + cell_width / 2 - 0.5,
+            row * cell_height + title_space - 1.5,
+            title,
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     if count == 0:
-        axes[0][0].text(0.5, 0.5, "none", ha="center", va="center")
+        axis.text(0.5, 0.5, "none", ha="center", va="center", transform=axis.transAxes)
     figure.suptitle(heading)
+    figure.tight_layout()
     save(figure, path)
 
 

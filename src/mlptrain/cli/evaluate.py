@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     given = parser.add_mutually_exclusive_group(required=True)
     given.add_argument("--checkpoint", metavar="PATH", help="a best.pt or last.pt")
+    given.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="PATH",
+        help="several checkpoints of one dataset, evaluated as one model: the average of "
+        "their probabilities (test split; results beside their run folders)",
+    )
     given.add_argument(
         "--model",
         metavar="FILE",
@@ -64,6 +72,7 @@ def evaluate(args: argparse.Namespace) -> int:
         OutputNames,
         check_perturbation,
         evaluate_checkpoint,
+        evaluate_ensemble,
         perturbed,
         write_outputs,
     )
@@ -72,24 +81,41 @@ def evaluate(args: argparse.Namespace) -> int:
     setup_logging(sys.stderr if args.json else None)  # with --json, stdout holds the JSON alone
     check_perturbation(args.rotate, args.shift)  # before any data is read
     settings = flag_settings(args)
-    path = Path(args.checkpoint)
-    evaluation, model = evaluate_checkpoint(path, args.split, settings, args.batch_size)
+    if args.ensemble:
+        if args.split != "test":
+            raise UsageError(
+                "an ensemble is evaluated on the test split only: each run's validation "
+                "split depends on its own seed"
+            )
+        paths = [Path(path) for path in args.ensemble]
+        evaluation, model = evaluate_ensemble(paths, settings, args.batch_size)
+        default_out = Path(os.path.commonpath([path.resolve().parent.parent for path in paths]))
+        names, title = (
+            OutputNames.of_eval("test", "ensemble_"),
+            f"test split, ensemble of {len(paths)}",
+        )
+        shown = f"ensemble of {len(paths)}"
+    else:
+        path = Path(args.checkpoint)
+        evaluation, model = evaluate_checkpoint(path, args.split, settings, args.batch_size)
+        default_out, names = path.parent, OutputNames.of_eval(args.split)
+        title = f"{args.split} split, {path.name} (epoch {evaluation.summary.get('epoch')})"
+        shown = f"{path}, epoch {evaluation.summary.get('epoch')}"
     summary = evaluation.summary
     if args.rotate or args.shift:
         summary["perturbed"] = perturbed(
             model, evaluation.split, args.batch_size, args.rotate, args.shift, args.seed
         )
-    out = Path(args.out) if args.out else path.parent
-    title = f"{args.split} split, {path.name} (epoch {summary.get('epoch')})"
+    out = Path(args.out) if args.out else default_out
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_outputs(out, OutputNames.of_eval(args.split), evaluation, title)
+        write_outputs(out, names, evaluation, title)
     except OSError as exc:
         raise UsageError(f"cannot write results into {out}: {exc.strerror}") from None
     if args.json:
         print(json.dumps(summary))
     else:
-        print_summary(summary, path, out)
+        print_summary(summary, shown, out)
     return 0
 
 
@@ -132,14 +158,16 @@ def evaluate_exported(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(summary: dict, path: Path, out: Path) -> None:
+def print_summary(summary: dict, shown: str, out: Path) -> None:
     from mlptrain.metrics import format_report
 
     print(format_report(summary))
     print(
         f"{summary['split']} accuracy {summary['accuracy']:.4f}  loss {summary['loss']:.4f}  "
-        f"({summary['n']:,} images, {path}, epoch {summary.get('epoch')})"
+        f"({summary['n']:,} images, {shown})"
     )
+    for member in summary.get("members", []):
+        print(f"  member {member['checkpoint']}: accuracy {member['accuracy']:.4f}")
     if "perturbed" in summary:
         perturbed = summary["perturbed"]
         print(

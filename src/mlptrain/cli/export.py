@@ -16,10 +16,19 @@ def build_parser() -> argparse.ArgumentParser:
         "on the test images.",
         epilog="examples:\n"
         "  mlp-export --checkpoint runs/RUN/best.pt --format onnx\n"
-        "  mlp-export --checkpoint runs/RUN/best.pt --format pt2 --out model.pt2",
+        "  mlp-export --checkpoint runs/RUN/best.pt --format pt2 --out model.pt2\n"
+        "  mlp-export --ensemble runs/GROUP/seed-*/best.pt --format onnx --out ensemble.onnx",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a best.pt or last.pt")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--checkpoint", metavar="PATH", help="a best.pt or last.pt")
+    given.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="PATH",
+        help="several checkpoints of one dataset as one model, the average of their "
+        "probabilities (needs --out)",
+    )
     parser.add_argument(
         "--format",
         required=True,
@@ -59,13 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from mlptrain.export import export_checkpoint
+    from mlptrain.export import export_checkpoint, export_ensemble
     from mlptrain.logs import setup_logging
 
     setup_logging()
     settings = flag_settings(args)
-    result = export_checkpoint(
-        args.checkpoint,
+    exporter = export_ensemble if args.ensemble else export_checkpoint
+    result = exporter(
+        args.ensemble or args.checkpoint,
         args.format,
         args.out,
         opset=args.opset,

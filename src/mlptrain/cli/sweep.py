@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid optimizer.lr=0.01,0.1\n"
         "  mlp-sweep --config configs/fashion.yaml --search optuna --trials 40 --prune "
         "--param optimizer.lr=loguniform:1e-4:1e-1 --param model.hidden=choice:[128],[256,128]\n"
+        "  mlp-sweep --config configs/mnist.yaml --grid optimizer.lr=1e-3,3e-3,1e-2 "
+        "--grid seed=1,2 --stack\n"
         "  mlp-sweep --resume runs/sweep-fashion-mlp-20261122-101500",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--prune", action="store_true", help="stop unpromising Optuna trials early (median rule)"
+    )
+    parser.add_argument(
+        "--stack",
+        nargs="?",
+        type=int,
+        const=16,
+        metavar="K",
+        help="train up to K trials of one shape together in one process (default K: 16): a "
+        "grid's compatible points, or Optuna trials asked K at a time; not with --prune",
     )
     parser.add_argument("--workers", type=int, help="trials run in parallel (default 1)")
     parser.add_argument(
@@ -119,10 +130,20 @@ def sweep_settings(args: argparse.Namespace, base: Config):
 
     mode = args.search or ("optuna" if args.param else "grid")
     devices = parse_devices(args.devices) if args.devices is not None else []
+    if args.stack is not None and args.stack < 2:
+        raise UsageError(f"--stack takes at least 2 trials per group, got {args.stack}")
+    if args.stack and args.prune:
+        raise UsageError(
+            "--stack and --prune do not go together: trials trained together end together, "
+            "so one cannot be stopped alone (early stopping in the config still works)"
+        )
+    if args.stack and base.training.compile:
+        raise UsageError("--stack cannot train models with training.compile: true together")
     common = {
         "workers": args.workers or len(devices) or 1,
         "monitor": base.training.select_best_by,
         "devices": devices,
+        "stack": args.stack or 0,
     }
     if mode == "grid":
         if not args.grid or args.param or args.trials or args.prune or args.storage:
@@ -177,6 +198,7 @@ def _refuse_with_resume(args: argparse.Namespace) -> None:
             ("--trials", args.trials),
             ("--storage", args.storage),
             ("--name", args.name),
+            ("--stack", args.stack),
         )
         if value
     ]

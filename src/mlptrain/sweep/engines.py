@@ -23,7 +23,7 @@ from mlptrain.fsutil import atomic_write_text
 from mlptrain.monitor import Monitor
 from mlptrain.sweep.report import row_for, score, write_reports
 from mlptrain.sweep.settings import SweepSettings
-from mlptrain.sweep.spec import encode
+from mlptrain.sweep.spec import encode, overrides
 from mlptrain.sweep.trials import (
     COMPLETE,
     FAILED,
@@ -31,6 +31,7 @@ from mlptrain.sweep.trials import (
     PRUNED,
     TrialResult,
     free_run_dir,
+    run_group,
     run_trial,
 )
 
@@ -89,6 +90,38 @@ class SweepContext:
         finally:
             if device is not None:
                 self.devices.put(device)
+
+    def run_group(self, members: list[tuple[dict[str, Any], Path]]) -> list[TrialResult]:
+        """Trials of one shape trained together (mlp-sweep --stack), on a free device of
+        their own when the sweep has --devices; one trial alone is an ordinary trial."""
+        if len(members) == 1:
+            params, run_dir = members[0]
+            return [self.run_trial(params, run_dir)]
+        device = self.devices.get() if self.devices is not None else None
+        spec = self.folder / "groups" / f"{members[0][1].name}.json"
+        try:
+            return run_group(self.base_config, members, spec, self.threads, self.stop,
+                             self.monitor, self.processes, device)  # fmt: skip
+        finally:
+            if device is not None:
+                self.devices.put(device)
+
+    def stack_groups(self, params_list: list[dict[str, Any]]) -> list[list[int]]:
+        """Positions of `params_list` in groups that can be trained together: equal in
+        every key that fixes shapes and the data pipeline, at most `stack` each."""
+        from mlptrain.config import load_config
+        from mlptrain.stack.compat import group_key
+
+        size = max(1, self.settings.stack)
+        groups: dict[str, list[int]] = {}
+        for position, params in enumerate(params_list):
+            key = group_key(load_config(self.base_config, overrides(params)))
+            groups.setdefault(key, []).append(position)
+        return [
+            positions[start : start + size]
+            for positions in groups.values()
+            for start in range(0, len(positions), size)
+        ]
 
     def write_reports(self, rows: list[dict[str, Any]]) -> None:
         keys, log_keys = self.settings.keys, self.settings.log_keys()
@@ -158,19 +191,29 @@ class GridEngine:
                 len(self.entries),
                 len(todo),
             )
-        run_all(self.context, [lambda entry=entry: self._run_one(entry) for entry in todo])
+        if self.context.settings.stack:
+            groups = self.context.stack_groups([entry["params"] for entry in todo])
+            batches = [[todo[position] for position in group] for group in groups]
+        else:
+            batches = [[entry] for entry in todo]
+        run_all(self.context, [lambda batch=batch: self._run(batch) for batch in batches])
 
-    def _run_one(self, entry: dict[str, Any]) -> None:
+    def _run(self, entries: list[dict[str, Any]]) -> None:
+        """Trials one at a time, or one group trained together (--stack)."""
         context = self.context
         if context.stop.is_set():
             return
         with context.lock:
-            run_dir = free_run_dir(context.trials_dir, entry["number"])
-            entry.update(status="running", run_dir=str(run_dir))
+            for entry in entries:
+                run_dir = free_run_dir(context.trials_dir, entry["number"])
+                entry.update(status="running", run_dir=str(run_dir))
             self._save()
-        result = context.run_trial(entry["params"], run_dir).to_dict()
+        members = [(entry["params"], Path(entry["run_dir"])) for entry in entries]
+        results = [result.to_dict() for result in context.run_group(members)]
         with context.lock:
-            entry.update(result)
+            for entry, result in zip(entries, results, strict=True):
+                entry.update(result)
             self._save()
             context.write_reports(self.rows())
-        context.log_result(entry["number"], entry["params"], result)
+        for entry, result in zip(entries, results, strict=True):
+            context.log_result(entry["number"], entry["params"], result)

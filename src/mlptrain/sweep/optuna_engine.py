@@ -235,27 +235,66 @@ class OptunaEngine:
                 self._retire_stale()
                 if self._counted() >= self.trials:
                     return
-                self._run_one()
+                if self.context.settings.stack > 1:
+                    self._run_batch()
+                else:
+                    self._run_one()
         except StorageLost as exc:
             self.lost = self.lost or exc
         except storage_errors() as exc:
             self.lost = self.lost or StorageLost(reason(exc))
 
-    def _run_one(self) -> None:
+    def _ask(self) -> tuple[Any, dict[str, Any], Path] | None:
+        """A new trial, its parameters and its run folder; None when the study has enough
+        (another worker or machine took the last place first)."""
         context = self.context
         trial = self.study.ask(self.distributions)
         trial.set_user_attr("sweep_dir", str(context.folder))
         trial.set_user_attr("heartbeat", time.time())
         if self._counted(below=trial.number) >= self.trials:
-            # Another worker or machine took the last place first.
             trial.set_user_attr("outcome", "surplus")
             self.study.tell(trial, state=self.states.FAIL)
-            return
-        params = self._params(trial)
+            return None
         with context.lock:
             run_dir = free_run_dir(context.trials_dir, trial.number)
             run_dir.parent.mkdir(parents=True, exist_ok=True)
         trial.set_user_attr("run_dir", str(run_dir))
+        return trial, self._params(trial), run_dir
+
+    def _run_batch(self) -> None:
+        """--stack: up to `stack` trials asked together, trained in groups of one shape
+        (the sampler proposes them without each other's results)."""
+        asked = []
+        for _ in range(min(self.context.settings.stack, self.trials - self._counted())):
+            item = self._ask()
+            if item is None:
+                break
+            asked.append(item)
+        if not asked:
+            return
+        outcomes: dict[int, dict[str, Any]] = {}
+        with contextlib.ExitStack() as beats:
+            for trial, _, _ in asked:
+                beats.enter_context(_Heartbeat(trial, self.heartbeat))
+            for group in self.context.stack_groups([params for _, params, _ in asked]):
+                members = [(asked[index][1], asked[index][2]) for index in group]
+                for index, result in zip(group, self.context.run_group(members), strict=True):
+                    outcomes[index] = result.to_dict()
+        if self.lost:
+            log.warning(
+                "trials %s: their run folders are complete; they are recorded on --resume",
+                ", ".join(str(trial.number) for trial, _, _ in asked),
+            )
+            return
+        for index, (trial, params, _) in enumerate(asked):
+            self._record(trial, params, outcomes[index])
+
+    def _run_one(self) -> None:
+        context = self.context
+        item = self._ask()
+        if item is None:
+            return
+        trial, params, run_dir = item
         last_epoch = params.get("training.epochs", self.epochs)
 
         def on_epoch(epoch: int, value: float) -> bool:

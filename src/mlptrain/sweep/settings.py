@@ -29,6 +29,7 @@ class SweepSettings:
     heartbeat: float = 10.0  # optuna: seconds between a running trial's signs of life
     grace: float = 60.0  # optuna: seconds without one before another sweep retries it
     devices: list[str] = field(default_factory=list)  # one worker per device; [] = unpinned
+    stack: int = 0  # up to this many compatible trials trained together; 0: each alone
 
     @property
     def total(self) -> int:
@@ -66,6 +67,7 @@ class SweepSettings:
             "seed": self.seed,
             "monitor": self.monitor,
             "devices": self.devices,
+            "stack": self.stack,
         }
         if self.mode == "grid":
             data["points"] = self.points

@@ -143,6 +143,62 @@ def run_trial(
     return finished_result(run_dir, monitor)
 
 
+def run_group(
+    base_config: Path,
+    members: list[tuple[dict[str, Any], Path]],
+    spec_path: Path,
+    threads: int,
+    stop: threading.Event,
+    monitor: Monitor,
+    processes: set[subprocess.Popen] | None = None,
+    device: str | None = None,
+) -> list[TrialResult]:
+    """Train several trials of one shape together in one process (mlp-train --group):
+    `members` are (params, run_dir) pairs; each trial still gets its own run folder and
+    result. Models trained together end together, so a group is never pruned."""
+    spec = {"members": [{"overrides": overrides(params), "run_dir": str(run_dir)}
+                        for params, run_dir in members]}  # fmt: skip
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(json.dumps(spec, indent=1) + "\n")
+    command = [
+        sys.executable, "-m", "mlptrain.cli.train", "--config", str(base_config),
+        "--group", str(spec_path), "--set", f"training.threads={threads}",
+        *(("--set", f"device={device}") if device else ()), "--quiet",
+    ]  # fmt: skip
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=errors, text=True, start_new_session=True
+        )
+        if processes is not None:
+            processes.add(process)
+        stopped_as = _watch(process, members[0][1], stop, monitor, None)
+        if processes is not None:
+            processes.discard(process)
+        errors.seek(0)
+        message = _last_line(errors.read()) or f"exit status {process.returncode}"
+    results = []
+    for _, run_dir in members:
+        if stopped_as is None and (run_dir / "test_metrics.json").is_file():
+            results.append(finished_result(run_dir, monitor))
+            continue
+        result = summarize_history(read_history(run_dir), monitor)
+        result.run_dir, result.status = str(run_dir), stopped_as or FAILED
+        if stopped_as is None:
+            result.message = _member_failure(run_dir) or message
+        results.append(result)
+    return results
+
+
+def _member_failure(run_dir: Path) -> str:
+    """Why a member of a group ended without a test: the last line its train.log has."""
+    try:
+        lines = (run_dir / "train.log").read_text().splitlines()
+    except OSError:
+        return ""
+    stopped = [line for line in lines if line.startswith("stopped: ")]
+    return stopped[-1].removeprefix("stopped: ") if stopped else ""
+
+
 def finished_result(run_dir: Path, monitor: Monitor) -> TrialResult:
     """What a run that ended normally reached, read from its folder alone (so a sweep that
     lost its storage connection can still record it when it resumes)."""
