@@ -12,6 +12,7 @@ One process, one machine; the same model, optimizer, batch size, epochs and seed
     python scripts/benchmark.py                      # MNIST, [128, 64], Adam 1e-3, batch 64
     python scripts/benchmark.py --quick --json-out bench.json
     python scripts/benchmark.py --scaling            # the subset-size and width tables
+    python scripts/benchmark.py --stack              # many models at once (benchmark_stack.py)
 
 The data comes from --data-source, $MLPTRAIN_DATA_SOURCE or ../shared/datasets.
 """
@@ -78,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_TRAIN:,} images, 1 epoch")
     parser.add_argument("--scaling", action="store_true", help="time mlptrain over sizes/widths")
     parser.add_argument("--json-out", default=None)
+    parser.add_argument(
+        "--stack",
+        action="store_true",
+        help="trials per hour of K models trained together against separate runs "
+        "(scripts/benchmark_stack.py, which takes the other arguments)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = 1
@@ -314,6 +321,11 @@ def scaling(args: argparse.Namespace, device: torch.device, source: str | None) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--stack" in argv:
+        import benchmark_stack
+
+        return benchmark_stack.main([item for item in argv if item != "--stack"])
     args = parse_args(argv)
     device = resolve_device(args.device)
     source = find_source(args.data_source, beside=REPO)

@@ -8,7 +8,7 @@ hour for both, and the stacked run's model-samples per second against the machin
 measured float32 matrix-multiply throughput.
 
     python scripts/benchmark.py --stack                  # the MNIST tutorial recipe, K = 1 4 8 16
-    python scripts/benchmark.py --stack --stack-presets  # also configs/fashion.yaml at K = 4
+    python scripts/benchmark.py --stack --presets        # also configs/fashion.yaml at K = 4
     python scripts/benchmark_stack.py --ks 1 2 --quick --json-out /tmp/s.json   # a smoke run
 
 The data comes from --data-source, $MLPTRAIN_DATA_SOURCE or ../shared/datasets.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -127,7 +128,7 @@ def machine_throughput(spec: ModelSpec, batch_size: int) -> dict[str, float]:
 
 def parameters(spec: ModelSpec) -> int:
     widths = [spec.input_size, *spec.hidden, spec.num_classes]
-    return sum(inputs * outputs + outputs for inputs, outputs in zip(widths, widths[1:]))
+    return sum(inputs * outputs + outputs for inputs, outputs in itertools.pairwise(widths))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,12 +101,14 @@ def test_quick_mode_runs_entries_and_keeps_earlier_results(tmp_path, synthetic_s
     results, markdown = tmp_path / "results.json", tmp_path / "results.md"
     results.write_text(json.dumps({"entries": {"fashion": record(0.93, 0.92)}}))
 
-    def run(*names: str) -> subprocess.CompletedProcess:
+    def run(*names: str, seeds: int = 1) -> subprocess.CompletedProcess:
         return subprocess.run(
             [
                 sys.executable,
                 str(REPO / "scripts" / "reproduce.py"),
                 "--quick",
+                "--seeds",
+                str(seeds),
                 "--only",
                 *names,
                 "--data-source",
@@ -140,3 +142,15 @@ def test_quick_mode_runs_entries_and_keeps_earlier_results(tmp_path, synthetic_s
     assert "Quick mode" in text
     assert table_row(text, "fashion")[3] == "92.50% ± 0.71"  # kept from before
     assert table_row(text, "fashion-fast")[4] == "1"
+
+    # A recipe's seeds are trained together in one process; a preset's one by one.
+    done = run("mnist-sgd-30", "mnist-fast", seeds=2)
+    assert done.returncode == 0, done.stdout + done.stderr
+    recorded = json.loads(results.read_text())["entries"]
+    recipe, preset = recorded["mnist-sgd-30"]["runs"], recorded["mnist-fast"]["runs"]
+    assert [run["trained_together"] for run in recipe] == [2, 2]
+    assert [run["trained_together"] for run in preset] == [1, 1]
+    for run in recipe:
+        assert run["status"] == "complete"
+        assert load_config(REPO / run["run_dir"] / "config.yaml").seed == run["seed"]
+        assert "trained together" in (REPO / run["run_dir"] / "train.log").read_text()

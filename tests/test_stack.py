@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -29,7 +31,13 @@ from mlptrain.stack.compat import check_stackable
 from mlptrain.stack.trainer import Member, fit_group
 from mlptrain.trainer import fit
 
-from .conftest import config_document, run_cli, write_config, write_dataset
+from .conftest import (
+    config_document,
+    require_real_data,
+    run_cli,
+    write_config,
+    write_dataset,
+)
 
 
 def configs(tmp_path, source, variants, **shared):
@@ -144,10 +152,24 @@ def test_seeds_train_ordinary_run_folders_together(tmp_path, synthetic_source, c
     first, second = (load_checkpoint(group / f"seed-{s}" / "best.pt") for s in (4, 7))
     assert not torch.equal(first["model_state"]["layers.0.weight"],
                            second["model_state"]["layers.0.weight"])  # fmt: skip
-    # Each member resumes alone, as any run: extended by an epoch.
-    capsys.readouterr()
+    # A finished member resumes alone, as any run: extended by an epoch, in Python or
+    # with mlp-train --resume on its folder; the other member is left as it was.
     resumed = resume(group / "seed-7", ["training.epochs=3"])
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    command = ["--resume", str(group / "seed-4"), "--set", "training.epochs=3", "--quiet"]
+    assert train_main(command) == 0
+    assert [row["epoch"] for row in metrics_rows(group / "seed-4")] == ["1", "2", "3"]
+    assert train_main(["--resume", str(group), "--quiet"]) == 2
+    assert "every model of the group has ended" in capsys.readouterr().err
+
+
+def test_train_together_in_python(tmp_path, synthetic_source):
+    document = config_document(tmp_path, synthetic_source, "mnist", epochs=1)
+    result = mlptrain.train_together(document, seeds=[5, 6], group_dir=tmp_path / "g",
+                                     verbose=False)  # fmt: skip
+    assert result.folder == tmp_path / "g" and not result.failed
+    assert [r.run_dir.name for r in result.results] == ["seed-5", "seed-6"]
+    assert all(0 <= r.test_accuracy <= 1 for r in result.results)
 
 
 def test_one_seed_is_an_ordinary_run(tmp_path, synthetic_source):
@@ -302,6 +324,7 @@ def test_an_ensemble_averages_its_members_probabilities(trained_group, capsys):
     assert torch.allclose(ours, averaged, atol=1e-6)
     expected = (averaged.argmax(dim=1) == members[0].split.labels).float().mean().item()
     assert evaluation.accuracy == pytest.approx(expected)
+    assert mlptrain.evaluate_ensemble(checkpoints, device="cpu").accuracy == evaluation.accuracy
     assert [m["accuracy"] for m in evaluation.summary["members"]] == [
         member.accuracy for member in members
     ]
@@ -337,3 +360,27 @@ def test_an_ensemble_exports_as_one_onnx_model(trained_group, tmp_path):
     got = exported(images.numpy())
     assert np.allclose(np.exp(got) / np.exp(got).sum(1, keepdims=True), expected, atol=1e-5)
     assert export_main(["--ensemble", *map(str, checkpoints), "--format", "onnx"]) == 2
+
+
+@pytest.mark.realdata
+def test_stacked_runs_are_statistically_separate_runs_on_real_data(tmp_path):
+    """Three seeds of a dropout MLP on real MNIST, trained separately and together: the
+    random streams differ (dropout masks, the global generator), so the runs are not
+    identical, but the mean test accuracies agree within noise."""
+    source = require_real_data()
+    document = {
+        "device": "cpu",
+        "data": {"dataset": "mnist", "source": str(source), "root": str(tmp_path / "data"),
+                 "subset": {"train": 10000, "test": 2000}},
+        "model": {"hidden": [128, 64], "dropout": 0.2},
+        "training": {"epochs": 3, "batch_size": 64},
+        "output": {"runs_dir": str(tmp_path / "runs")},
+    }  # fmt: skip
+    configs_ = [validate({**document, "seed": seed}) for seed in (1, 2, 3)]
+    alone = [mlptrain.train(config, verbose=False).test_accuracy for config in configs_]
+    together = [result.test_accuracy for result in train_group(configs_).results]
+    assert len(together) == 3 and together != alone
+    noise = math.sqrt(statistics.variance(alone) / 3 + statistics.variance(together) / 3)
+    difference = abs(statistics.fmean(alone) - statistics.fmean(together))
+    assert difference <= max(3 * noise, 0.005), (alone, together)
+    assert min(together) > 0.9  # and they learned: 3 epochs of 9,000 images

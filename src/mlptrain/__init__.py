@@ -7,6 +7,6 @@ mlptrain.evaluate(result.run_dir / "best.pt").accuracy
 
 __version__ = "0.1.0"
 
-from mlptrain.api import evaluate, train
+from mlptrain.api import evaluate, evaluate_ensemble, train, train_together
 
-__all__ = ["__version__", "evaluate", "train"]
+__all__ = ["__version__", "evaluate", "evaluate_ensemble", "train", "train_together"]

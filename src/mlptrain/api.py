@@ -26,6 +26,7 @@ from mlptrain.config import (
 
 if TYPE_CHECKING:
     from mlptrain.evaluation import Evaluation
+    from mlptrain.run.group import GroupResult
     from mlptrain.run.runner import RunResult
     from mlptrain.trainer import Hooks
 
@@ -68,6 +69,25 @@ def train(
     return run_training(resolved, run_dir=run_dir, observers=observers)
 
 
+def train_together(
+    config: ConfigLike = None,
+    seeds: Sequence[int] = (1, 2, 3),
+    overrides: Sequence[str] = (),
+    group_dir: str | Path | None = None,
+    *,
+    verbose: bool = True,
+) -> GroupResult:
+    """Train the config once per seed, all together in one process, as `mlp-train
+    --seeds` does: `.results` holds each finished run's RunResult, `.failed` the runs
+    that stopped on a non-finite loss, `.folder` the group folder."""
+    from mlptrain.logs import setup_logging
+    from mlptrain.run.group import seed_configs, train_group
+
+    resolved = resolve_config(config, overrides)
+    setup_logging(terminal=verbose)
+    return train_group(seed_configs(resolved, list(seeds)), group_dir=group_dir)
+
+
 def evaluate(
     checkpoint: str | Path,
     split: str = "test",
@@ -84,4 +104,23 @@ def evaluate(
     if data_source is not None:
         settings["data.source"] = data_source
     evaluation, _ = evaluate_checkpoint(checkpoint, split, settings, batch_size)
+    return evaluation
+
+
+def evaluate_ensemble(
+    checkpoints: Sequence[str | Path],
+    *,
+    data_source: str | None = None,
+    device: str = "auto",
+    batch_size: int = 1000,
+) -> Evaluation:
+    """Several checkpoints of one dataset as one model (the average of their
+    probabilities) on the test split, as `mlp-eval --ensemble` does, without writing
+    files. `.accuracy`; `.summary["members"]` holds each member's own accuracy."""
+    from mlptrain.evaluation import evaluate_ensemble as evaluate_all
+
+    settings: dict[str, Any] = {"device": device}
+    if data_source is not None:
+        settings["data.source"] = data_source
+    evaluation, _ = evaluate_all(list(checkpoints), settings, batch_size)
     return evaluation

@@ -7,6 +7,7 @@ and parsing the files is datafiles.py's job (no torch there).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,9 +61,34 @@ def _read_pair(info: DatasetInfo, files: Prepared, images: str, labels: str, ver
     return Split(torch.from_numpy(image_array), torch.from_numpy(label_array))
 
 
+_shared_reads: dict[str, tuple[DatasetInfo, Split, Split]] | None = None
+
+
+@contextlib.contextmanager
+def reading_once() -> Iterator[None]:
+    """Within it, each dataset is read (and its checksums checked) once: the models of a
+    group, trained together, share their dataset's files."""
+    global _shared_reads
+    outer = _shared_reads
+    _shared_reads = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _shared_reads = outer
+
+
 def _read_dataset(data: DataConfig, test_only: bool = False) -> tuple[DatasetInfo, Split, Split]:
     """The dataset's description, its whole training split (empty with `test_only`, where
     only a built-in dataset's test files are imported) and its test split."""
+    if _shared_reads is None:
+        return _read_files(data, test_only)
+    key = data.model_dump_json() + str(test_only)
+    if key not in _shared_reads:
+        _shared_reads[key] = _read_files(data, test_only)
+    return _shared_reads[key]
+
+
+def _read_files(data: DataConfig, test_only: bool) -> tuple[DatasetInfo, Split, Split]:
     if not data.is_builtin:
         user = load_user_data(data)
         info = DatasetInfo(

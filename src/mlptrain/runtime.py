@@ -123,7 +123,9 @@ def set_deterministic(enabled: bool) -> None:
         # cuBLAS needs this set before its first use to be deterministic.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(enabled)
+    # Only when it changes: the first call costs a second of lazy imports.
+    if torch.are_deterministic_algorithms_enabled() != enabled:
+        torch.use_deterministic_algorithms(enabled)
 
 
 def seed_everything(seed: int) -> None:

@@ -149,7 +149,7 @@ def resume(args: argparse.Namespace, settings: dict, show_bar: bool) -> int:
     from mlptrain.run.runner import resume as resume_run
 
     setup_logging()
-    if GroupFile.find(Path(args.resume)) is not None:
+    if GroupFile.training(Path(args.resume)):
         result = resume_group(args.resume, args.overrides, settings, show_bar=show_bar)
         return group_status(result)
     resume_run(args.resume, args.overrides, settings, show_bar=show_bar)

@@ -4,7 +4,8 @@ The group folder holds group.json (its members' folders and how each one ended) 
 for `mlp-train --seeds`, the members' run folders. Each member's folder is an ordinary
 run folder; its train.log and config.yaml note that it was trained in a group. A
 member ends on its own (early stopping, a non-finite loss); the others go on.
-`--resume` on the group folder or on any member resumes the members still training.
+`--resume` on the group folder or on a member still training resumes the members still
+training; a member that has ended resumes alone, as any run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from mlptrain.checkpoint import load_checkpoint
 from mlptrain.config import Config, config_to_yaml
+from mlptrain.datasets import reading_once
 from mlptrain.errors import StopRun, UsageError, signal_status
 from mlptrain.fsutil import atomic_write_text
 from mlptrain.logs import LogFile, get_logger, member_scope
@@ -79,6 +81,21 @@ class GroupFile:
                     raise UsageError(f"{candidate} cannot be read: {exc}") from None
                 return cls(candidate, members)
         return None
+
+    @classmethod
+    def training(cls, path: Path) -> bool:
+        """Whether `--resume path` means the group: `path` is a group folder, or the run
+        folder of a member still training (an ended member resumes alone, to be
+        extended, say)."""
+        group = cls.find(path)
+        if group is None:
+            return False
+        if (path / GROUP_FILE).is_file():
+            return True
+        return any(
+            group.folder_of(member).resolve() == path.resolve() and member["status"] == TRAINING
+            for member in group.members
+        )
 
     def folder_of(self, member: dict[str, str]) -> Path:
         return self.path.parent / member["run_dir"]
@@ -154,11 +171,12 @@ def train_group(
     check_stackable(configs)
     if run_dirs is not None and len(run_dirs) != len(configs):
         raise ValueError("one run folder per config")
-    if len(configs) == 1 and group_dir is None:
-        run_dir = run_dirs[0] if run_dirs else None
+    if len(configs) == 1:  # one model: the ordinary path
+        run_dir = run_dirs[0] if run_dirs else group_dir
         return GroupResult(None, [train(configs[0], run_dir=run_dir, show_bar=show_bar)])
     with LogFile() as log_file:
-        sessions = [build_session(config) for config in configs]  # errors before any folder
+        with reading_once():  # errors before any folder
+            sessions = [build_session(config) for config in configs]
         first = configs[0]
         if group_dir is not None:
             folder = RunDir.create_exactly(group_dir).path
@@ -200,7 +218,10 @@ def resume_group(
         raise UsageError(f"--resume {path}: not a group of models (no {GROUP_FILE})")
     todo = [group.folder_of(member) for member in group.members if member["status"] == TRAINING]
     if not todo:
-        raise UsageError(f"--resume {path}: every model of the group has ended")
+        raise UsageError(
+            f"--resume {path}: every model of the group has ended; to train one longer, "
+            f"resume its own folder: mlp-train --resume {path}/seed-N --set training.epochs=N"
+        )
     checkpoints = []
     for run_path in todo:
         last = run_path / "last.pt"
@@ -213,7 +234,7 @@ def resume_group(
             f"--resume {path}: its models saved different epochs ({sorted(done)}); resume "
             "each alone with mlp-train --resume on its folder"
         )
-    with LogFile() as log_file:
+    with LogFile() as log_file, reading_once():
         running = []
         for run_path, checkpoint in zip(todo, checkpoints, strict=True):
             config = resumed_config(run_path, checkpoint["config"], list(overrides), settings or {})
