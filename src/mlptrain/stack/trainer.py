@@ -74,6 +74,7 @@ class Stack:
             values = [math.inf if clip is None else clip for clip in clips]
             self.max_norms = torch.tensor(values, device=device)
         self.per_batch_schedule = any(member.state.schedule.per_batch for member in members)
+        self.fused = _FusedAdam(self.members, self.rows)
         self._train_data: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     def train_data(self) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -91,7 +92,7 @@ class Stack:
     def step(self, skip: list[bool] | None) -> None:
         """Each member's optimizer step on its rows of the stacked gradients."""
         grads = [parameter.grad for parameter in self.model.stacked]
-        if skip is None and _fused_adam_step(self.members, self.rows, grads):
+        if skip is None and self.fused.step(grads):
             return
         for k, (member, rows) in enumerate(zip(self.members, self.rows, strict=True)):
             if skip is not None and skip[k]:
@@ -117,45 +118,77 @@ class Stack:
             _repoint(member.state.optimizer, list(member.model.parameters()))
 
 
-def _fused_adam_step(
-    members: Sequence[Member], rows: list[list[nn.Parameter]], grads: list[torch.Tensor | None]
-) -> bool:
+class _FusedAdam:
     """The members' fused Adam/AdamW steps as one kernel call per set of equal
     hyperparameters: the call each optimizer's own step() makes, without its Python
-    overhead times K (a fifth of a step for 8 tutorial-size models). False, doing
-    nothing, where it does not apply: another optimizer, no fused kernel, or state not
-    yet created (the first step goes through step(), which creates it)."""
-    calls: dict[tuple, list[list[torch.Tensor]]] = {}
-    for k, (member, member_rows) in enumerate(zip(members, rows, strict=True)):
-        optimizer = member.state.optimizer
-        group = optimizer.param_groups[0]
-        if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or not group.get("fused"):
+    overhead times K (a fifth of a step for 8 tutorial-size models)."""
+
+    def __init__(self, members: Sequence[Member], rows: list[list[nn.Parameter]]) -> None:
+        self.members, self.rows = members, rows
+        self.applies = all(_fusable(member.state.optimizer) for member in members)
+        self.state: list[list[tuple[torch.Tensor, ...]]] | None = None  # per member, per row
+
+    def step(self, grads: list[torch.Tensor | None]) -> bool:
+        """True when it took the step; False, doing nothing, where it does not apply:
+        another optimizer, no fused kernel, or no state yet (the first step goes through
+        each optimizer's step(), which creates it)."""
+        if not self.applies or any(grad is None for grad in grads):
             return False
-        if group["amsgrad"] or group["maximize"] or not isinstance(group["lr"], float):
-            return False
-        decoupled = type(optimizer) is torch.optim.AdamW or group.get("decoupled_weight_decay")
-        key = (group["lr"], *group["betas"], group["weight_decay"], group["eps"], bool(decoupled))
-        lists = calls.setdefault(key, [[], [], [], [], []])
-        for row, grad in zip(member_rows, grads, strict=True):
-            state = optimizer.state.get(row)
-            if grad is None or not state:
+        if self.state is None:
+            self.state = self._gather()
+            if self.state is None:
                 return False
-            for target, tensor in zip(
-                lists,
-                (row, grad[k], state["exp_avg"], state["exp_avg_sq"], state["step"]),
-                strict=True,
-            ):
-                target.append(tensor)
-    for (lr, beta1, beta2, weight_decay, eps, decoupled), lists in calls.items():
-        params, grads_, exp_avgs, exp_avg_sqs, steps = lists
-        torch._foreach_add_(steps, 1)
-        kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-        kernel(
-            params, grads_, exp_avgs, exp_avg_sqs, [], steps,
-            amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
-            eps=eps, maximize=False, grad_scale=None, found_inf=None,
-        )  # fmt: skip
-    return True
+        calls: dict[tuple, list[list[torch.Tensor]]] = {}
+        for k, (member, rows_state) in enumerate(zip(self.members, self.state, strict=True)):
+            optimizer = member.state.optimizer
+            group = optimizer.param_groups[0]
+            decoupled = type(optimizer) is torch.optim.AdamW or group.get("decoupled_weight_decay")
+            key = (group["lr"], *group["betas"], group["weight_decay"], group["eps"],
+                   bool(decoupled))  # fmt: skip
+            params, grads_, exp_avgs, exp_avg_sqs, steps = calls.setdefault(
+                key, [[], [], [], [], []]
+            )
+            for (row, exp_avg, exp_avg_sq, step), grad in zip(rows_state, grads, strict=True):
+                params.append(row)
+                grads_.append(grad[k])
+                exp_avgs.append(exp_avg)
+                exp_avg_sqs.append(exp_avg_sq)
+                steps.append(step)
+        for (lr, beta1, beta2, weight_decay, eps, decoupled), lists in calls.items():
+            params, grads_, exp_avgs, exp_avg_sqs, steps = lists
+            torch._foreach_add_(steps, 1)
+            kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+            kernel(
+                params, grads_, exp_avgs, exp_avg_sqs, [], steps,
+                amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
+                eps=eps, maximize=False, grad_scale=None, found_inf=None,
+            )  # fmt: skip
+        return True
+
+    def _gather(self) -> list[list[tuple[torch.Tensor, ...]]] | None:
+        gathered = []
+        for member, rows in zip(self.members, self.rows, strict=True):
+            optimizer = member.state.optimizer
+            states = [optimizer.state.get(row) for row in rows]
+            if not all(states):
+                return None
+            rows_state = [
+                (row, state["exp_avg"], state["exp_avg_sq"], state["step"])
+                for row, state in zip(rows, states, strict=True)
+            ]
+            gathered.append(rows_state)
+        return gathered
+
+
+def _fusable(optimizer: torch.optim.Optimizer) -> bool:
+    group = optimizer.param_groups[0]
+    return (
+        type(optimizer) in (torch.optim.Adam, torch.optim.AdamW)
+        and bool(group.get("fused"))
+        and not group["amsgrad"]
+        and not group["maximize"]
+        and isinstance(group["lr"], float)
+    )
 
 
 def _repoint(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor]) -> None:
@@ -218,13 +251,17 @@ def _train_epoch(
             logits = model(batch_images)
         losses = stacked_cross_entropy(logits.float(), labels, stack.smoothing)
         finite = torch.isfinite(losses)
+        hits = (logits.argmax(dim=-1) == labels).sum(dim=1)
         skip = None
         if skip_mode:
             skipped += ~finite
             skip = (~finite).tolist()  # skipping a step needs to know now, as alone
             losses = torch.where(finite, losses, torch.zeros_like(losses))
-        else:
+            hits *= finite
+            counted += size * finite
+        else:  # a member with a bad batch fails, its epoch's sums unused
             first_bad = torch.where((first_bad == 0) & ~finite, batch, first_bad)
+            counted += size
         model.zero_grad(set_to_none=True)
         losses.sum().backward()
         if stack.max_norms is not None:
@@ -233,9 +270,8 @@ def _train_epoch(
         if stack.per_batch_schedule:
             for member in members:
                 member.state.schedule.batch_end()
-        loss_sum += losses.detach() * size * finite
-        correct += ((logits.argmax(dim=-1) == labels).sum(dim=1)) * finite
-        counted += size * finite
+        loss_sum += losses.detach() * size
+        correct += hits
         seen += size
         hooks.batch_end(size)
         if hooks.should_stop():
