@@ -10,6 +10,7 @@ measured float32 matrix-multiply throughput.
     python scripts/benchmark.py --stack                  # the MNIST tutorial recipe, K = 1 4 8 16
     python scripts/benchmark.py --stack --presets        # also configs/fashion.yaml at K = 4
     python scripts/benchmark_stack.py --ks 1 2 --quick --json-out /tmp/s.json   # a smoke run
+    python scripts/benchmark.py --stack --ks 1 8 64 256 --set device=cuda    # on a GPU
 
 The data comes from --data-source, $MLPTRAIN_DATA_SOURCE or ../shared/datasets.
 """
@@ -34,7 +35,7 @@ from mlptrain.arithmetic import Gemm, step_limit, training_gemms
 from mlptrain.config import load_config
 from mlptrain.datafiles import find_source
 from mlptrain.model import ModelSpec
-from mlptrain.runtime import describe_machine
+from mlptrain.runtime import describe_machine, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 TUTORIAL = "configs/recipes/mnist-adam-128-64.yaml"
@@ -117,10 +118,9 @@ def compare(config: Path, k: int, overrides: list[str], work: Path, env: dict[st
     }
 
 
-def machine_throughput(spec: ModelSpec, batch_size: int) -> dict[str, float]:
+def machine_throughput(spec: ModelSpec, batch_size: int, device: torch.device) -> dict[str, float]:
     """float32 FLOP/s of a 2048 x 2048 product (the machine's practical peak) and of the
     model's own training products at its batch size (what one model alone can reach)."""
-    device = torch.device("cpu")
     peak = step_limit([Gemm(2048, 2048, 2048, "peak")], torch.float32, device)
     own = step_limit(training_gemms(spec, batch_size), torch.float32, device)
     return {"peak_flops": peak.flops_per_second, "model_gemm_flops": own.flops_per_second}
@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(config_path, args.overrides)
     spec = ModelSpec(hidden=tuple(config.model.hidden))
     env = {**os.environ, "MLPTRAIN_DATA_SOURCE": str(source), "PYTHONUNBUFFERED": "1"}
-    machine = describe_machine(torch.device("cpu"))
-    throughput = machine_throughput(spec, config.training.batch_size)
+    device = resolve_device(config.device)
+    machine = describe_machine(device)
+    throughput = machine_throughput(spec, config.training.batch_size, device)
     flops_per_sample = 6 * parameters(spec)
     rows = []
     with tempfile.TemporaryDirectory(prefix="stack-bench-") as folder:
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     print(
-        f"machine: {machine['cpu']}, {machine['cpu_count']} cores; float32 peak "
+        f"machine: {machine['cpu']}, {machine['cpu_count']} cores, {machine['gpu'] or 'no GPU'}; "
+        f"float32 peak "
         f"{throughput['peak_flops'] / 1e9:.0f} GFLOP/s, one model's own products "
         f"{throughput['model_gemm_flops'] / 1e9:.0f} GFLOP/s"
     )
