@@ -192,7 +192,7 @@ def test_reproduce_records_best_pts_epoch(disagreeing_run, tmp_path):
     spec.loader.exec_module(reproduce)
     entry = reproduce.Entry("probe", str(disagreeing_run / "config.yaml"), "probe", None)
     args = reproduce.parse_args(["--seeds", "1"])
-    run = reproduce.run_entry(entry, 3, tmp_path, args, threading.Event())
+    (run,) = reproduce.run_entry(entry, [3], tmp_path, args, threading.Event())
     best = load_checkpoint(REPO / run["run_dir"] / "best.pt")
     assert run["best_epoch"] == best["epoch"]
     expected = best["metrics"][best["epoch"] - 1]["val_accuracy"]
