@@ -32,7 +32,7 @@ from mlptrain.run.console import (
     describe_training,
 )
 from mlptrain.run.recorder import RunRecorder
-from mlptrain.run.runner import RunResult, nonfinite_stop, test_best
+from mlptrain.run.runner import RunResult, StopWhenAsked, nonfinite_stop, test_best
 from mlptrain.run.session import Session, build_session, resume_session, resumed_config
 from mlptrain.rundir import RunDir
 from mlptrain.stack.compat import check_stackable
@@ -139,14 +139,6 @@ class _MemberLines(Hooks):
     def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
         with member_scope(self.name):
             self.lines.epoch_end(record, is_best)
-
-
-class _StopWhenAsked(Hooks):
-    def __init__(self, stop: TwoStageStop) -> None:
-        self.stop = stop
-
-    def should_stop(self) -> bool:
-        return self.stop.requested.is_set()
 
 
 def seed_configs(config: Config, seeds: Sequence[int]) -> list[Config]:
@@ -271,7 +263,7 @@ def _fit_and_test(running: list[_Running], group: GroupFile | None, show_bar: bo
     log.info("training %d models together", len(running))
     start = time.perf_counter()
     with TwoStageStop() as stop:
-        hooks = HookList(*([bar] if bar else []), _StopWhenAsked(stop))
+        hooks = HookList(*([bar] if bar else []), StopWhenAsked(stop))
         try:
             fit_group([item.member for item in running], hooks)
         except TrainingInterrupted as exc:

@@ -143,7 +143,9 @@ def _note_resume_in_config(run: RunDir, config: Config, done: int) -> None:
     run.write_text("config.yaml", "\n".join(comments) + "\n" + config_to_yaml(config))
 
 
-class _StopWhenAsked(Hooks):
+class StopWhenAsked(Hooks):
+    """Asks the loop to stop once the two-stage stop has received a signal."""
+
     def __init__(self, stop: TwoStageStop) -> None:
         self.stop = stop
 
@@ -163,7 +165,7 @@ def _fit_and_test(
     start = time.perf_counter()
     with TwoStageStop() as stop:
         hooks = [bar] if bar else []
-        hooks += [recorder, *observers, EpochLines(settings.epochs), _StopWhenAsked(stop)]
+        hooks += [recorder, *observers, EpochLines(settings.epochs), StopWhenAsked(stop)]
         try:
             fit(session.state, session.splits, settings, HookList(*hooks))
         except TrainingInterrupted as exc:
