@@ -134,6 +134,9 @@ def parameters(spec: ModelSpec) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source = find_source(args.data_source, beside=REPO)
+    if source is None:
+        sys.exit("no offline data: pass --data-source or set MLPTRAIN_DATA_SOURCE")
+    source = Path(source).resolve()  # the trials run in their own working folder
     config_path = (REPO / args.config) if not Path(args.config).is_absolute() else Path(args.config)
     config = load_config(config_path, args.overrides)
     spec = ModelSpec(hidden=tuple(config.model.hidden))

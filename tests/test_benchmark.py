@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -128,3 +129,36 @@ def test_preset_benchmark_reports_the_limit_and_the_profile(tmp_path):
     assert row["steps_per_epoch"] == 29  # 2,000 images less 10% validation, batches of 64
     assert row["profile"] and 0 < sum(op["share"] for op in row["profile"]) <= 1.0001
     assert "share of the limit" in result.stdout and "top operators" in result.stdout
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_stack_benchmark_compares_separate_and_stacked_trials(tmp_path):
+    """scripts/benchmark_stack.py --quick at K = 2, given its data as a path relative to
+    where it is started (its trials run in a folder of their own)."""
+    source = require_real_data()
+    out = tmp_path / "stack.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "benchmark_stack.py"),
+            "--quick",
+            "--ks",
+            "2",
+            "--data-source",
+            os.path.relpath(source, tmp_path),
+            "--json-out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (row,) = json.loads(out.read_text())["stack"]
+    assert row["k"] == 2 and row["separate_seconds"] > 0 and row["stacked_seconds"] > 0
+    assert row["speedup"] == pytest.approx(row["separate_seconds"] / row["stacked_seconds"])
+    assert row["stacked_trials_per_hour"] == pytest.approx(2 * 3600 / row["stacked_seconds"])
+    assert 0 < row["share_of_peak"] < 1.5
+    assert "K= 2: separate" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -10,10 +11,12 @@ import statistics
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import mlptrain
 from mlptrain.checkpoint import load_checkpoint, model_from_checkpoint
@@ -29,7 +32,7 @@ from mlptrain.run.runner import resume
 from mlptrain.run.session import build_session
 from mlptrain.stack.compat import check_stackable
 from mlptrain.stack.trainer import Member, fit_group
-from mlptrain.trainer import fit
+from mlptrain.trainer import Hooks, fit
 
 from .conftest import (
     config_document,
@@ -58,15 +61,40 @@ def configs(tmp_path, source, variants, **shared):
     return result
 
 
+class Trained(Hooks):
+    """A trained session's model and fit state, and its optimizer state as each epoch's
+    checkpoint saved it (`saved`)."""
+
+    def __init__(self, session):
+        self.model, self.state, self.saved = session.model, session.state, []
+
+    def epoch_end(self, record, is_best):
+        self.saved.append(copy.deepcopy(self.state.optimizer.state_dict()["state"]))
+
+
+def train_separately(configs_):
+    trained = []
+    for session in map(build_session, configs_):
+        trained.append(Trained(session))
+        fit(session.state, session.splits, session.settings, trained[-1])
+    return trained
+
+
+def train_together(configs_):
+    sessions = [build_session(config) for config in configs_]
+    trained = [Trained(session) for session in sessions]
+    fit_group(
+        [
+            Member(s.model, s.state, s.settings, s.splits, hooks)
+            for s, hooks in zip(sessions, trained, strict=True)
+        ]
+    )
+    return trained
+
+
 def train_both(configs_):
     """The configs trained separately and stacked, from the same initial weights."""
-    separate = [build_session(config) for config in configs_]
-    for session in separate:
-        fit(session.state, session.splits, session.settings)
-    stacked = [build_session(config) for config in configs_]
-    members = [Member(s.model, s.state, s.settings, s.splits) for s in stacked]
-    fit_group(members)
-    return separate, stacked
+    return train_separately(configs_), train_together(configs_)
 
 
 def assert_same_training(separate, stacked, tolerance=2e-4):
@@ -119,6 +147,90 @@ def test_each_optimizer_trains_as_it_does_alone(tmp_path, synthetic_source, name
 
 
 # --- groups of run folders ----------------------------------------------------------------
+
+
+def assert_same_optimizer_state(separate, stacked):
+    """At every epoch's end (what the checkpoints hold) and after training."""
+    for alone, together in zip(separate, stacked, strict=True):
+        states = [alone.state.optimizer.state_dict()["state"], *alone.saved]
+        others = [together.state.optimizer.state_dict()["state"], *together.saved]
+        assert len(states) == len(others)
+        for a, b in zip(states, others, strict=True):
+            assert a.keys() == b.keys()
+            for index in a:
+                assert float(a[index]["step"]) == float(b[index]["step"])
+                for name in ("exp_avg", "exp_avg_sq"):
+                    assert torch.allclose(a[index][name], b[index][name], atol=1e-6, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_seeds_of_one_config_take_one_adam_step_together(
+    tmp_path, synthetic_source, monkeypatch, name
+):
+    """Equal hyperparameters: each step is one fused call on the stacked tensors, and
+    each member ends with the weights and the optimizer state (what its checkpoint
+    saves) of its separate run."""
+    import mlptrain.stack.trainer as stack_trainer
+
+    sizes = []
+    real = stack_trainer._kernel
+
+    def counting(key, params, *rest):
+        sizes.append(len(params))
+        real(key, params, *rest)
+
+    monkeypatch.setattr(stack_trainer, "_kernel", counting)
+    variants = [{"seed": seed, "optimizer.name": name, "optimizer.weight_decay": 0.01}
+                for seed in (1, 2, 3)]  # fmt: skip
+    separate, stacked = train_both(configs(tmp_path, synthetic_source, variants))
+    assert_same_training(separate, stacked)
+    assert_same_optimizer_state(separate, stacked)
+    parameters = len(list(stacked[0].model.parameters()))
+    assert sizes and set(sizes) == {parameters}  # one call for the three models
+
+
+def test_a_skipped_batch_is_skipped_as_alone(tmp_path, synthetic_source, monkeypatch):
+    """on_nonfinite: skip_batch. Model 2's third batch has a NaN loss, so it skips that
+    step and the models' step counts differ from then on: each still trains exactly as
+    it does alone with the same batch skipped."""
+    import mlptrain.stack.trainer as stack_trainer
+    import mlptrain.trainer as trainer
+
+    real_stacked, real_single = stack_trainer.stacked_cross_entropy, F.cross_entropy
+
+    def stacked(logits, labels, smoothing):
+        losses = real_stacked(logits, labels, smoothing)
+        calls["stacked"] += 1
+        if calls["stacked"] == 3:
+            losses = losses * torch.tensor([1.0, float("nan")])
+        return losses
+
+    def single(logits, labels, **options):
+        loss = real_single(logits, labels, **options)
+        if "label_smoothing" in options:  # a training batch, not validation
+            calls["single"] += 1
+            if calls["single"] == 3 and calls["poison"]:
+                loss = loss * float("nan")
+        return loss
+
+    calls = {"stacked": 0, "single": 0, "poison": False}
+    monkeypatch.setattr(stack_trainer, "stacked_cross_entropy", stacked)
+    monkeypatch.setattr(trainer, "F", SimpleNamespace(cross_entropy=single))
+    variants = [{"seed": 1}, {"seed": 2}]
+    configs_ = configs(tmp_path, synthetic_source, variants,
+                       training={"on_nonfinite": "skip_batch"})  # fmt: skip
+    separate = train_separately(configs_[:1])  # model 1 alone: nothing skipped
+    calls.update(single=0, poison=True)
+    separate += train_separately(configs_[1:])  # model 2 alone, its third batch skipped
+    stacked_ = train_together(configs_)
+    assert_same_training(separate, stacked_)
+    assert_same_optimizer_state(separate, stacked_)
+    steps = [
+        {float(state["step"]) for state in s.state.optimizer.state_dict()["state"].values()}
+        for s in stacked_
+    ]
+    assert len(steps[0]) == 1 and steps[1] == {steps[0].pop() - 1}
+    assert [row["skipped_batches"] for row in stacked_[1].state.history] == [1, 0]
 
 
 def seeds_config(tmp_path, source, **training):

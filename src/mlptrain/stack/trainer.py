@@ -1,9 +1,10 @@
 """fit_group(): the epochs of K models trained together, each with its own fit state.
 
 Each member is an ordinary model, optimizer, schedule and FitState (what checkpoints
-save and a resumed run loads). For the epochs they are stacked: one StackedMLP and one
-StackedOptimizer take every step, and after each epoch every member gets its rows back,
-then its own hooks (its run folder, its trackers) see its own record. Members end on
+save and a resumed run loads). For the epochs they are stacked (a Stack): one
+StackedMLP takes every forward and backward, the members' optimizers step their rows,
+and after each epoch every member gets its rows and its optimizer state back, then its
+own hooks (its run folder, its trackers) see its own record. Members end on
 their own: by early stopping, or by a non-finite loss (that member's epoch is
 discarded); the others go on, and the stack is rebuilt without them.
 """
@@ -18,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mlptrain.datasets import DataSplits, Split
 from mlptrain.model import MLP
@@ -74,7 +74,7 @@ class Stack:
             values = [math.inf if clip is None else clip for clip in clips]
             self.max_norms = torch.tensor(values, device=device)
         self.per_batch_schedule = any(member.state.schedule.per_batch for member in members)
-        self.fused = _FusedAdam(self.members, self.rows)
+        self.fused = _FusedAdam(self.members, self.model)
         self._train_data: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     def train_data(self) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -90,9 +90,10 @@ class Stack:
         return self._train_data
 
     def step(self, skip: list[bool] | None) -> None:
-        """Each member's optimizer step on its rows of the stacked gradients."""
+        """Each member's optimizer step on its rows of the stacked gradients (but the
+        members whose `skip` is set)."""
         grads = [parameter.grad for parameter in self.model.stacked]
-        if skip is None and self.fused.step(grads):
+        if self.fused.step(grads, skip):
             return
         for k, (member, rows) in enumerate(zip(self.members, self.rows, strict=True)):
             if skip is not None and skip[k]:
@@ -109,9 +110,18 @@ class Stack:
         for grad in grads:
             grad.mul_(coefficient.view(-1, *([1] * (grad.dim() - 1))))
 
+    def sync(self) -> None:
+        """Each member's model and optimizer state up to date (what its hooks save)."""
+        self.fused.flush()
+        for k, member in enumerate(self.members):
+            if member.failure is None:
+                self.model.store_member(k, member.model)
+
     def release(self) -> None:
-        """Each member's rows back into its model (but a failed member's, whose model
-        keeps its last good epoch), and its optimizer pointed back at that model."""
+        """Each member's rows and optimizer state back into its own model and optimizer
+        (but a failed member's model, which keeps its last good epoch), and its
+        optimizer pointed back at that model."""
+        self.fused.flush(release=True)
         for k, member in enumerate(self.members):
             if member.failure is None:
                 self.model.store_member(k, member.model)
@@ -119,65 +129,110 @@ class Stack:
 
 
 class _FusedAdam:
-    """The members' fused Adam/AdamW steps as one kernel call per set of equal
-    hyperparameters: the call each optimizer's own step() makes, without its Python
-    overhead times K (a fifth of a step for 8 tutorial-size models)."""
+    """The members' fused Adam/AdamW steps in as few kernel calls as their
+    hyperparameters allow: the call each optimizer's own step() makes, without its
+    Python overhead times K.
 
-    def __init__(self, members: Sequence[Member], rows: list[list[nn.Parameter]]) -> None:
-        self.members, self.rows = members, rows
+    Once every member has its state (the first step goes through each optimizer's own
+    step(), which creates it), the state moves into [K, ...] tensors shaped like the
+    stacked parameters, and those hold it while the stack trains. When all members have
+    equal hyperparameters and step counts (the seeds of one config), a step is one
+    kernel call on the stacked tensors; otherwise one call per set of equal
+    hyperparameters, on the members' rows. `flush()` copies the state back into each
+    optimizer's own tensors, which checkpoints save; the stack calls it before anything
+    reads them."""
+
+    def __init__(self, members: Sequence[Member], model: StackedMLP) -> None:
+        self.members, self.model = members, model
         self.applies = all(_fusable(member.state.optimizer) for member in members)
-        self.state: list[list[tuple[torch.Tensor, ...]]] | None = None  # per member, per row
+        self.gathered = False
 
-    def step(self, grads: list[torch.Tensor | None]) -> bool:
-        """True when it took the step; False, doing nothing, where it does not apply:
-        another optimizer, no fused kernel, or no state yet (the first step goes through
-        each optimizer's step(), which creates it)."""
+    def step(self, grads: list[torch.Tensor | None], skip: list[bool] | None) -> bool:
+        """True when it took the step (leaving out the members whose `skip` is set);
+        False, doing nothing, where it does not apply: another optimizer, no fused
+        kernel, no gradient, or no state yet."""
         if not self.applies or any(grad is None for grad in grads):
+            self.flush(release=True)
             return False
-        if self.state is None:
-            self.state = self._gather()
-            if self.state is None:
-                return False
-        calls: dict[tuple, list[list[torch.Tensor]]] = {}
-        for k, (member, rows_state) in enumerate(zip(self.members, self.state, strict=True)):
-            optimizer = member.state.optimizer
-            group = optimizer.param_groups[0]
-            decoupled = type(optimizer) is torch.optim.AdamW or group.get("decoupled_weight_decay")
-            key = (group["lr"], *group["betas"], group["weight_decay"], group["eps"],
-                   bool(decoupled))  # fmt: skip
-            params, grads_, exp_avgs, exp_avg_sqs, steps = calls.setdefault(
-                key, [[], [], [], [], []]
-            )
-            for (row, exp_avg, exp_avg_sq, step), grad in zip(rows_state, grads, strict=True):
-                params.append(row)
-                grads_.append(grad[k])
-                exp_avgs.append(exp_avg)
-                exp_avg_sqs.append(exp_avg_sq)
-                steps.append(step)
-        for (lr, beta1, beta2, weight_decay, eps, decoupled), lists in calls.items():
-            params, grads_, exp_avgs, exp_avg_sqs, steps = lists
+        if not self.gathered and not self._gather():
+            return False
+        stepping = [k for k in range(len(self.members)) if not (skip and skip[k])]
+        calls: dict[tuple, list[int]] = {}
+        for k in stepping:
+            calls.setdefault(_hyperparameters(self.members[k].state.optimizer), []).append(k)
+        if len(calls) == 1 and len(stepping) == len(self.members) and self.uniform:
+            self.steps.add_(1)
+            _kernel(next(iter(calls)), self.params, grads, self.exp_avgs, self.exp_avg_sqs,
+                    self.step_views)  # fmt: skip
+            return True
+        for key, ks in calls.items():
+            params, grads_, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for k in ks:
+                params += self.rows[k]
+                grads_ += [grad[k] for grad in grads]
+                exp_avgs += [tensor[k] for tensor in self.exp_avgs]
+                exp_avg_sqs += [tensor[k] for tensor in self.exp_avg_sqs]
+                steps += self.member_steps[k]
             torch._foreach_add_(steps, 1)
-            kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-            kernel(
-                params, grads_, exp_avgs, exp_avg_sqs, [], steps,
-                amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
-                eps=eps, maximize=False, grad_scale=None, found_inf=None,
-            )  # fmt: skip
+            _kernel(key, params, grads_, exp_avgs, exp_avg_sqs, steps)
+        if len(stepping) < len(self.members):
+            self.uniform = bool((self.steps == self.steps[:, :1]).all())
         return True
 
-    def _gather(self) -> list[list[tuple[torch.Tensor, ...]]] | None:
-        gathered = []
-        for member, rows in zip(self.members, self.rows, strict=True):
-            optimizer = member.state.optimizer
-            states = [optimizer.state.get(row) for row in rows]
-            if not all(states):
-                return None
-            rows_state = [
-                (row, state["exp_avg"], state["exp_avg_sq"], state["step"])
-                for row, state in zip(rows, states, strict=True)
-            ]
-            gathered.append(rows_state)
-        return gathered
+    def flush(self, release: bool = False) -> None:
+        """Each member's state from the stacked tensors into its optimizer's own tensors
+        (`release`: and the stacked tensors given up; a later step gathers again)."""
+        if not self.gathered:
+            return
+        with torch.no_grad():
+            for k, member in enumerate(self.members):
+                optimizer = member.state.optimizer
+                for p, row in enumerate(self.rows[k]):
+                    state = optimizer.state[row]
+                    state["exp_avg"].copy_(self.exp_avgs[p][k])
+                    state["exp_avg_sq"].copy_(self.exp_avg_sqs[p][k])
+                    state["step"].copy_(self.steps[p, k])
+        self.gathered = not release
+
+    def _gather(self) -> bool:
+        """The members' states stacked; False where some member has none yet."""
+        self.rows = [member.state.optimizer.param_groups[0]["params"] for member in self.members]
+        states = [
+            [member.state.optimizer.state.get(row) for row in rows]
+            for member, rows in zip(self.members, self.rows, strict=True)
+        ]
+        if not all(all(member_states) for member_states in states):
+            return False
+        by_parameter = list(zip(*states, strict=True))  # [parameter][member] -> state
+
+        def stacked(name: str) -> list[torch.Tensor]:
+            return [torch.stack([state[name] for state in row]) for row in by_parameter]
+
+        with torch.no_grad():
+            self.params = [parameter.detach() for parameter in self.model.stacked]
+            self.exp_avgs, self.exp_avg_sqs = stacked("exp_avg"), stacked("exp_avg_sq")
+            self.steps = torch.stack(stacked("step"))  # [parameter, member], float32
+        self.step_views = list(self.steps[:, 0])
+        self.member_steps = [list(self.steps[:, k]) for k in range(len(self.members))]
+        self.uniform = bool((self.steps == self.steps[:, :1]).all())
+        self.gathered = True
+        return True
+
+
+def _hyperparameters(optimizer: torch.optim.Optimizer) -> tuple:
+    group = optimizer.param_groups[0]
+    decoupled = type(optimizer) is torch.optim.AdamW or group.get("decoupled_weight_decay")
+    return (group["lr"], *group["betas"], group["weight_decay"], group["eps"], bool(decoupled))
+
+
+def _kernel(key: tuple, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
+    lr, beta1, beta2, weight_decay, eps, decoupled = key
+    kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+    kernel(
+        params, grads, exp_avgs, exp_avg_sqs, [], steps,
+        amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
+        eps=eps, maximize=False, grad_scale=None, found_inf=None,
+    )  # fmt: skip
 
 
 def _fusable(optimizer: torch.optim.Optimizer) -> bool:
@@ -367,12 +422,14 @@ def _epoch(stack: Stack, epoch: int, batch_count: int, hooks: Hooks) -> None:
     if vals[0] is not None:
         validated = evaluate_group(stack.model, vals, settings.eval_batch_size, settings.amp_dtype)
     seconds = time.perf_counter() - start
+    for member, outcome in zip(stack.members, trained, strict=True):
+        if isinstance(outcome, NonFiniteLoss):
+            member.failure = outcome  # its model keeps the weights of its last epoch
+    stack.sync()
     for k, member in enumerate(stack.members):
         outcome = trained[k]
         if isinstance(outcome, NonFiniteLoss):
-            member.failure = outcome  # its model keeps the weights of its last epoch
             continue
-        stack.model.store_member(k, member.model)
         record: dict[str, Any] = {"epoch": epoch, "lr": lrs[k], **outcome}
         if validated is not None:
             record.update(val_loss=validated[k][0], val_accuracy=validated[k][1])
