@@ -12,28 +12,34 @@ import pytest
 from .conftest import REPO, require_real_data
 
 
+def run_script(name, *arguments, cwd=None):
+    """scripts/NAME with `arguments`; it must succeed."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_quick_benchmark_reports_every_contestant(tmp_path):
     source = require_real_data()
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "benchmark.py"),
-            "--quick",
-            "--data-source",
-            str(source),
-            "--data-root",
-            str(tmp_path / "data"),
-            "--json-out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_script(
+        "benchmark.py",
+        "--quick",
+        "--data-source",
+        str(source),
+        "--data-root",
+        str(tmp_path / "data"),
+        "--json-out",
+        str(out),
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     assert set(report["results"]) == {
         "reference",
@@ -62,26 +68,19 @@ def test_quick_benchmark_reports_every_contestant(tmp_path):
 @pytest.mark.slow
 def test_inference_benchmark_reports_every_engine_and_path(tmp_path):
     out = tmp_path / "inference.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "benchmark_inference.py"),
-            "--calls",
-            "5",
-            "--repeats",
-            "2",
-            "--batch",
-            "50",
-            "--cold-repeats",
-            "1",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run_script(
+        "benchmark_inference.py",
+        "--calls",
+        "5",
+        "--repeats",
+        "2",
+        "--batch",
+        "50",
+        "--cold-repeats",
+        "1",
+        "--json",
+        str(out),
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     for rows in report["models"].values():
         assert set(rows) == {"pytorch eager", "torch.export (.pt2)", "onnxruntime"}
@@ -97,30 +96,23 @@ def test_preset_benchmark_reports_the_limit_and_the_profile(tmp_path):
     "before" version: the table, the bound, the profile and the JSON are all there."""
     source = require_real_data()
     out = tmp_path / "presets.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "benchmark_presets.py"),
-            "--presets",
-            "smoke",
-            "--epochs",
-            "2",
-            "--profile-steps",
-            "4",
-            "--before-src",
-            str(REPO / "src"),
-            "--data-source",
-            str(source),
-            "--data-root",
-            str(tmp_path / "data"),
-            "--json-out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_script(
+        "benchmark_presets.py",
+        "--presets",
+        "smoke",
+        "--epochs",
+        "2",
+        "--profile-steps",
+        "4",
+        "--before-src",
+        str(REPO / "src"),
+        "--data-source",
+        str(source),
+        "--data-root",
+        str(tmp_path / "data"),
+        "--json-out",
+        str(out),
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     row = json.loads(out.read_text())["presets"]["smoke"]
     assert row["dtype"] == "float32"  # smoke trains in full precision
     assert row["bound_ms"] > 0 and row["after_step_ms"] > 0 and row["before_step_ms"] > 0
@@ -138,24 +130,17 @@ def test_stack_benchmark_compares_separate_and_stacked_trials(tmp_path):
     where it is started (its trials run in a folder of their own)."""
     source = require_real_data()
     out = tmp_path / "stack.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "benchmark_stack.py"),
-            "--quick",
-            "--ks",
-            "2",
-            "--data-source",
-            os.path.relpath(source, tmp_path),
-            "--json-out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_script(
+        "benchmark_stack.py",
+        "--quick",
+        "--ks",
+        "2",
+        "--data-source",
+        os.path.relpath(source, tmp_path),
+        "--json-out",
+        str(out),
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     (row,) = json.loads(out.read_text())["stack"]
     assert row["k"] == 2 and row["separate_seconds"] > 0 and row["stacked_seconds"] > 0
     assert row["speedup"] == pytest.approx(row["separate_seconds"] / row["stacked_seconds"])
