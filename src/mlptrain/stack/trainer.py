@@ -134,8 +134,9 @@ class _FusedAdam:
     Python overhead times K.
 
     Once every member has its state (the first step goes through each optimizer's own
-    step(), which creates it), the state moves into [K, ...] tensors shaped like the
-    stacked parameters, and those hold it while the stack trains. When all members have
+    step(), which creates it), the state is copied into [K, ...] tensors shaped like the
+    stacked parameters, which hold it while the stack trains (each optimizer's own
+    tensors wait, out of date, until `flush()`). When all members have
     equal hyperparameters and step counts (the seeds of one config), a step is one
     kernel call on the stacked tensors; otherwise one call per set of equal
     hyperparameters, on the members' rows. `flush()` copies the state back into each
