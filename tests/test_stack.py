@@ -170,16 +170,16 @@ def test_seeds_of_one_config_take_one_adam_step_together(
     """Equal hyperparameters: each step is one fused call on the stacked tensors, and
     each member ends with the weights and the optimizer state (what its checkpoint
     saves) of its separate run."""
-    import mlptrain.stack.trainer as stack_trainer
+    import mlptrain.stack.optim as stack_optim
 
     sizes = []
-    real = stack_trainer._kernel
+    real = stack_optim._kernel
 
     def counting(key, params, *rest):
         sizes.append(len(params))
         real(key, params, *rest)
 
-    monkeypatch.setattr(stack_trainer, "_kernel", counting)
+    monkeypatch.setattr(stack_optim, "_kernel", counting)
     variants = [{"seed": seed, "optimizer.name": name, "optimizer.weight_decay": 0.01}
                 for seed in (1, 2, 3)]  # fmt: skip
     separate, stacked = train_both(configs(tmp_path, synthetic_source, variants))

@@ -24,6 +24,7 @@ from mlptrain.datasets import DataSplits, Split
 from mlptrain.model import MLP
 from mlptrain.optim import current_lr
 from mlptrain.stack.model import StackedMLP
+from mlptrain.stack.optim import FusedAdam, repoint
 from mlptrain.trainer import (
     FitState,
     Hooks,
@@ -54,15 +55,16 @@ class Stack:
     """The stacked model of the members still training, with each member's own torch
     optimizer re-pointed at its rows (leaf views of the stacked parameters): one
     forward and backward for all, then each optimizer steps its model in place with
-    its own learning rate, schedule and state (the state stays the optimizer's, so
-    checkpoints hold today's optimizer_state)."""
+    its own learning rate, schedule and state (Adam's state is held stacked while the
+    stack trains and handed back before each checkpoint, so checkpoints hold today's
+    optimizer_state)."""
 
     def __init__(self, members: Sequence[Member]) -> None:
         self.members = list(members)
         self.model = StackedMLP([member.model for member in members])
         self.rows = [self.model.rows(k) for k in range(len(members))]
         for member, rows in zip(self.members, self.rows, strict=True):
-            _repoint(member.state.optimizer, rows)
+            repoint(member.state.optimizer, rows)
         device = self.model.stacked[0].device
         settings = [member.settings for member in members]
         self.smoothing = torch.tensor(
@@ -74,7 +76,7 @@ class Stack:
             values = [math.inf if clip is None else clip for clip in clips]
             self.max_norms = torch.tensor(values, device=device)
         self.per_batch_schedule = any(member.state.schedule.per_batch for member in members)
-        self.fused = _FusedAdam(self.members, self.model)
+        self.fused = FusedAdam([member.state.optimizer for member in members], self.model.stacked)
         self._train_data: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     def train_data(self) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -125,136 +127,7 @@ class Stack:
         for k, member in enumerate(self.members):
             if member.failure is None:
                 self.model.store_member(k, member.model)
-            _repoint(member.state.optimizer, list(member.model.parameters()))
-
-
-class _FusedAdam:
-    """The members' fused Adam/AdamW steps in as few kernel calls as their
-    hyperparameters allow: the call each optimizer's own step() makes, without its
-    Python overhead times K.
-
-    Once every member has its state (the first step goes through each optimizer's own
-    step(), which creates it), the state is copied into [K, ...] tensors shaped like the
-    stacked parameters, which hold it while the stack trains (each optimizer's own
-    tensors wait, out of date, until `flush()`). When all members have
-    equal hyperparameters and step counts (the seeds of one config), a step is one
-    kernel call on the stacked tensors; otherwise one call per set of equal
-    hyperparameters, on the members' rows. `flush()` copies the state back into each
-    optimizer's own tensors, which checkpoints save; the stack calls it before anything
-    reads them."""
-
-    def __init__(self, members: Sequence[Member], model: StackedMLP) -> None:
-        self.members, self.model = members, model
-        self.applies = all(_fusable(member.state.optimizer) for member in members)
-        self.gathered = False
-
-    def step(self, grads: list[torch.Tensor | None], skip: list[bool] | None) -> bool:
-        """True when it took the step (leaving out the members whose `skip` is set);
-        False, doing nothing, where it does not apply: another optimizer, no fused
-        kernel, no gradient, or no state yet."""
-        if not self.applies or any(grad is None for grad in grads):
-            self.flush(release=True)
-            return False
-        if not self.gathered and not self._gather():
-            return False
-        stepping = [k for k in range(len(self.members)) if not (skip and skip[k])]
-        calls: dict[tuple, list[int]] = {}
-        for k in stepping:
-            calls.setdefault(_hyperparameters(self.members[k].state.optimizer), []).append(k)
-        if len(calls) == 1 and len(stepping) == len(self.members) and self.uniform:
-            self.steps.add_(1)
-            _kernel(next(iter(calls)), self.params, grads, self.exp_avgs, self.exp_avg_sqs,
-                    self.step_views)  # fmt: skip
-            return True
-        for key, ks in calls.items():
-            params, grads_, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-            for k in ks:
-                params += self.rows[k]
-                grads_ += [grad[k] for grad in grads]
-                exp_avgs += [tensor[k] for tensor in self.exp_avgs]
-                exp_avg_sqs += [tensor[k] for tensor in self.exp_avg_sqs]
-                steps += self.member_steps[k]
-            torch._foreach_add_(steps, 1)
-            _kernel(key, params, grads_, exp_avgs, exp_avg_sqs, steps)
-        if len(stepping) < len(self.members):
-            self.uniform = bool((self.steps == self.steps[:, :1]).all())
-        return True
-
-    def flush(self, release: bool = False) -> None:
-        """Each member's state from the stacked tensors into its optimizer's own tensors
-        (`release`: and the stacked tensors given up; a later step gathers again)."""
-        if not self.gathered:
-            return
-        with torch.no_grad():
-            for k, member in enumerate(self.members):
-                optimizer = member.state.optimizer
-                for p, row in enumerate(self.rows[k]):
-                    state = optimizer.state[row]
-                    state["exp_avg"].copy_(self.exp_avgs[p][k])
-                    state["exp_avg_sq"].copy_(self.exp_avg_sqs[p][k])
-                    state["step"].copy_(self.steps[p, k])
-        self.gathered = not release
-
-    def _gather(self) -> bool:
-        """The members' states stacked; False where some member has none yet."""
-        self.rows = [member.state.optimizer.param_groups[0]["params"] for member in self.members]
-        states = [
-            [member.state.optimizer.state.get(row) for row in rows]
-            for member, rows in zip(self.members, self.rows, strict=True)
-        ]
-        if not all(all(member_states) for member_states in states):
-            return False
-        by_parameter = list(zip(*states, strict=True))  # [parameter][member] -> state
-
-        def stacked(name: str) -> list[torch.Tensor]:
-            return [torch.stack([state[name] for state in row]) for row in by_parameter]
-
-        with torch.no_grad():
-            self.params = [parameter.detach() for parameter in self.model.stacked]
-            self.exp_avgs, self.exp_avg_sqs = stacked("exp_avg"), stacked("exp_avg_sq")
-            self.steps = torch.stack(stacked("step"))  # [parameter, member], float32
-        self.step_views = list(self.steps[:, 0])
-        self.member_steps = [list(self.steps[:, k]) for k in range(len(self.members))]
-        self.uniform = bool((self.steps == self.steps[:, :1]).all())
-        self.gathered = True
-        return True
-
-
-def _hyperparameters(optimizer: torch.optim.Optimizer) -> tuple:
-    group = optimizer.param_groups[0]
-    decoupled = type(optimizer) is torch.optim.AdamW or group.get("decoupled_weight_decay")
-    return (group["lr"], *group["betas"], group["weight_decay"], group["eps"], bool(decoupled))
-
-
-def _kernel(key: tuple, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
-    lr, beta1, beta2, weight_decay, eps, decoupled = key
-    kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-    kernel(
-        params, grads, exp_avgs, exp_avg_sqs, [], steps,
-        amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
-        eps=eps, maximize=False, grad_scale=None, found_inf=None,
-    )  # fmt: skip
-
-
-def _fusable(optimizer: torch.optim.Optimizer) -> bool:
-    group = optimizer.param_groups[0]
-    return (
-        type(optimizer) in (torch.optim.Adam, torch.optim.AdamW)
-        and bool(group.get("fused"))
-        and not group["amsgrad"]
-        and not group["maximize"]
-        and isinstance(group["lr"], float)
-    )
-
-
-def _repoint(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor]) -> None:
-    """Make `optimizer` step `parameters`, keeping its state (matched by position)."""
-    group = optimizer.param_groups[0]
-    old = group["params"]
-    group["params"] = parameters
-    for before, after in zip(old, parameters, strict=True):
-        if before in optimizer.state:
-            optimizer.state[after] = optimizer.state.pop(before)
+            repoint(member.state.optimizer, list(member.model.parameters()))
 
 
 def stacked_cross_entropy(
