@@ -25,6 +25,12 @@ def run_script(name, *arguments, cwd=None):
     return result
 
 
+def data_and_report(source, tmp_path, out):
+    """The real data (imported under tmp_path) and where the JSON report goes."""
+    return ["--data-source", str(source), "--data-root", str(tmp_path / "data"),
+            "--json-out", str(out)]  # fmt: skip
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_quick_benchmark_reports_every_contestant(tmp_path):
@@ -33,12 +39,7 @@ def test_quick_benchmark_reports_every_contestant(tmp_path):
     result = run_script(
         "benchmark.py",
         "--quick",
-        "--data-source",
-        str(source),
-        "--data-root",
-        str(tmp_path / "data"),
-        "--json-out",
-        str(out),
+        *data_and_report(source, tmp_path, out),
     )
     report = json.loads(out.read_text())
     assert set(report["results"]) == {
@@ -106,12 +107,7 @@ def test_preset_benchmark_reports_the_limit_and_the_profile(tmp_path):
         "4",
         "--before-src",
         str(REPO / "src"),
-        "--data-source",
-        str(source),
-        "--data-root",
-        str(tmp_path / "data"),
-        "--json-out",
-        str(out),
+        *data_and_report(source, tmp_path, out),
     )
     row = json.loads(out.read_text())["presets"]["smoke"]
     assert row["dtype"] == "float32"  # smoke trains in full precision
