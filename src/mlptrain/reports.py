@@ -24,6 +24,7 @@ def pyplot():
 
 
 def save(figure, path: Path) -> None:
+    figure.set_layout_engine(None)
     atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
     pyplot().close(figure)
 
@@ -85,6 +86,7 @@ def plot_confusion(path: Path, matrix: list[list[int]], class_names: list[str], 
                 va="center",
                 color=colour,
                 fontsize=8,
+                in_layout=False,
             )
     figure.colorbar(image, ax=axis, label="share of the true class")
     axis.set_title(title)
@@ -120,6 +122,7 @@ def _image_grid(path: Path, images: torch.Tensor, titles: list[str], heading: st
             ha="center",
             va="bottom",
             fontsize=8,
+            in_layout=False,
         )
     if count == 0:
         axis.text(0.5, 0.5, "none", ha="center", va="center", transform=axis.transAxes)
