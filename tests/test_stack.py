@@ -31,7 +31,7 @@ from mlptrain.run.group import train_group
 from mlptrain.run.runner import resume
 from mlptrain.run.session import build_session
 from mlptrain.stack.compat import check_stackable
-from mlptrain.stack.trainer import Member, fit_group
+from mlptrain.stack.trainer import Member, fit_group, stacked_cross_entropy
 from mlptrain.trainer import Hooks, fit
 
 from .conftest import (
@@ -128,6 +128,24 @@ OPTIMIZER_VARIANTS = {
         {"seed": 2, "optimizer.lr": 0.0005, "optimizer.momentum": 0.5},
     ],
 }  # fmt: skip
+
+
+def test_the_stacked_loss_is_each_models_own_cross_entropy():
+    """One smoothing for all (F.cross_entropy's kernel) and one per model (the formula)
+    both give each model's own F.cross_entropy, and its gradient."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 16, 10, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 10, (3, 16), generator=generator)
+    for smoothing in (0.0, 0.2):
+        expected = torch.stack(
+            [F.cross_entropy(logits[k], labels[k], label_smoothing=smoothing) for k in range(3)]
+        )
+        (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
+        for given in (smoothing, torch.full((3, 1), smoothing)):
+            losses = stacked_cross_entropy(logits, labels, given)
+            (grad,) = torch.autograd.grad(losses.sum(), logits)
+            assert torch.allclose(losses, expected, atol=1e-6)
+            assert torch.allclose(grad, expected_grad, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZER_VARIANTS))

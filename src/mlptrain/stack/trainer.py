@@ -67,9 +67,10 @@ class Stack:
             repoint(member.state.optimizer, rows)
         device = self.model.stacked[0].device
         settings = [member.settings for member in members]
-        self.smoothing = torch.tensor(
-            [item.label_smoothing for item in settings], device=device
-        ).view(-1, 1)
+        smoothings = [item.label_smoothing for item in settings]
+        self.smoothing: float | torch.Tensor = float(smoothings[0])  # one for all
+        if len(set(smoothings)) > 1:
+            self.smoothing = torch.tensor(smoothings, device=device).view(-1, 1)
         clips = [item.grad_clip for item in settings]
         self.max_norms = None
         if any(clip is not None for clip in clips):
@@ -131,9 +132,14 @@ class Stack:
 
 
 def stacked_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, smoothing: torch.Tensor
+    logits: torch.Tensor, labels: torch.Tensor, smoothing: float | torch.Tensor
 ) -> torch.Tensor:
-    """F.cross_entropy with label smoothing per model: [K, B, C], [K, B], [K, 1] -> [K]."""
+    """F.cross_entropy with label smoothing per model: [K, B, C], [K, B], and one
+    smoothing for all (F.cross_entropy's own kernel, half the time) or [K, 1] -> [K]."""
+    if isinstance(smoothing, float):
+        return F.cross_entropy(
+            logits.transpose(1, 2), labels, reduction="none", label_smoothing=smoothing
+        ).mean(dim=1)
     log_probs = logits.log_softmax(dim=-1)
     nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     uniform = -log_probs.mean(dim=-1)
