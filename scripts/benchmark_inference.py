@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mlptrain.checkpoint import build_checkpoint, save_checkpoint
-from mlptrain.config import config_to_dict, load_config
+from mlptrain.config_files import config_to_dict, load_config
 from mlptrain.export import Deployable, load_exported, serialize
 from mlptrain.model import MLP, ModelSpec
 from mlptrain.runtime import describe_machine

@@ -38,7 +38,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mlptrain.arithmetic import step_limit
-from mlptrain.config import Config, load_config
+from mlptrain.config import Config
+from mlptrain.config_files import load_config
 from mlptrain.datafiles import find_source
 from mlptrain.datasets import Split
 from mlptrain.logs import setup_logging

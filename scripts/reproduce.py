@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from mlptrain.config import load_config, parse_override
+from mlptrain.config_files import load_config, parse_override
 from mlptrain.datafiles import find_source
 from mlptrain.errors import EXIT_INTERRUPTED, UsageError
 from mlptrain.fsutil import atomic_write_text

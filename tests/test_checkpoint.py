@@ -15,7 +15,8 @@ from mlptrain.checkpoint import (
     save_checkpoint,
     unwrap,
 )
-from mlptrain.config import Config, config_to_dict
+from mlptrain.config import Config
+from mlptrain.config_files import config_to_dict
 from mlptrain.errors import UsageError
 from mlptrain.evaluation import evaluate_checkpoint
 from mlptrain.model import MLP, ModelSpec

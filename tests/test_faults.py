@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from mlptrain.checkpoint import load_checkpoint
 from mlptrain.cli.train import main as train_main
-from mlptrain.config import Config, load_config
+from mlptrain.config import Config
+from mlptrain.config_files import load_config
 from mlptrain.errors import UsageError
 from mlptrain.fsutil import atomic_write_text
 

@@ -23,7 +23,8 @@ from mlptrain.checkpoint import load_checkpoint, model_from_checkpoint
 from mlptrain.cli.evaluate import main as eval_main
 from mlptrain.cli.export import main as export_main
 from mlptrain.cli.train import main as train_main
-from mlptrain.config import load_config, validate
+from mlptrain.config import validate
+from mlptrain.config_files import load_config
 from mlptrain.errors import UsageError
 from mlptrain.evaluation import evaluate_ensemble
 from mlptrain.onnx_model import OnnxModel

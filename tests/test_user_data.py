@@ -17,7 +17,8 @@ import yaml
 from PIL import Image
 
 from mlptrain import userdata
-from mlptrain.config import DataConfig, load_config
+from mlptrain.config import DataConfig
+from mlptrain.config_files import load_config
 from mlptrain.datacache import cache_path
 from mlptrain.errors import UsageError
 from mlptrain.userdata import load_user_data

@@ -15,14 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlptrain.config import (
-    Config,
-    ConfigSource,
-    apply_overrides,
-    config_to_dict,
-    load_config,
-    validate,
-)
+from mlptrain.config import Config, validate
+from mlptrain.config_files import ConfigSource, apply_overrides, config_to_dict, load_config
 
 if TYPE_CHECKING:
     from mlptrain.evaluation import Evaluation

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from mlptrain.checkpoint import load_checkpoint, model_from_checkpoint
-from mlptrain.config import Config, set_key, validate
+from mlptrain.config import Config, validate
+from mlptrain.config_files import set_key
 from mlptrain.datasets import Split, check_classes, load_splits, load_test_split
 from mlptrain.errors import UsageError
 from mlptrain.metrics import EvalResult, summarize

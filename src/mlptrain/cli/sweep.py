@@ -12,7 +12,8 @@ from mlptrain.cli.common import (
     flag_settings,
     run_command,
 )
-from mlptrain.config import Config, load_config
+from mlptrain.config import Config
+from mlptrain.config_files import load_config
 from mlptrain.errors import UsageError
 from mlptrain.sweep.settings import parse_devices
 

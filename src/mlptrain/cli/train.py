@@ -12,7 +12,7 @@ from mlptrain.cli.common import (
     flag_settings,
     run_command,
 )
-from mlptrain.config import config_to_yaml, load_config
+from mlptrain.config_files import config_to_yaml, load_config
 from mlptrain.errors import UsageError
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mlptrain.checkpoint import load_checkpoint
-from mlptrain.config import Config, config_to_yaml
+from mlptrain.config import Config
+from mlptrain.config_files import config_to_yaml
 from mlptrain.datasets import reading_once
 from mlptrain.errors import StopRun, UsageError, signal_status
 from mlptrain.fsutil import atomic_write_text

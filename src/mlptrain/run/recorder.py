@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlptrain.checkpoint import build_checkpoint, save_checkpoint
-from mlptrain.config import config_to_dict
+from mlptrain.config_files import config_to_dict
 from mlptrain.errors import UsageError
 from mlptrain.run.session import Session
 from mlptrain.rundir import RunDir

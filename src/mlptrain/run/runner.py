@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from mlptrain.checkpoint import load_checkpoint
-from mlptrain.config import Config, config_to_yaml
+from mlptrain.config import Config
+from mlptrain.config_files import config_to_yaml
 from mlptrain.errors import EXIT_NONFINITE, StopRun, UsageError, signal_status
 from mlptrain.evaluation import OutputNames, evaluate_split, load_model, write_outputs
 from mlptrain.logs import LogFile, get_logger

@@ -13,7 +13,8 @@ import torch
 
 from mlptrain.arithmetic import Gemm, training_gemms
 from mlptrain.augment import RandomAffine
-from mlptrain.config import Config, parse_override, set_key, validate
+from mlptrain.config import Config, validate
+from mlptrain.config_files import parse_override, set_key
 from mlptrain.datasets import DataSplits, check_classes, load_splits, pixel_stats
 from mlptrain.errors import UsageError
 from mlptrain.model import MLP, ModelSpec

@@ -109,7 +109,7 @@ class SweepContext:
     def stack_groups(self, params_list: list[dict[str, Any]]) -> list[list[int]]:
         """Positions of `params_list` in groups that can be trained together: equal in
         every key that fixes shapes and the data pipeline, at most `stack` each."""
-        from mlptrain.config import load_config
+        from mlptrain.config_files import load_config
         from mlptrain.stack.compat import group_key
 
         size = max(1, self.settings.stack)

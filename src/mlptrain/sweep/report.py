@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mlptrain.config import config_to_yaml, load_config
+from mlptrain.config_files import config_to_yaml, load_config
 from mlptrain.fsutil import atomic_write_text
 from mlptrain.monitor import Monitor
 from mlptrain.reports import pyplot, save

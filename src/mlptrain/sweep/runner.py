@@ -9,14 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mlptrain.config import (
-    Config,
-    apply_overrides,
-    config_to_dict,
-    config_to_yaml,
-    load_config,
-    validate,
-)
+from mlptrain.config import Config, validate
+from mlptrain.config_files import apply_overrides, config_to_dict, config_to_yaml, load_config
 from mlptrain.errors import EXIT_INTERRUPTED, StopRun, UsageError
 from mlptrain.fsutil import atomic_write_text
 from mlptrain.logs import LogFile, get_logger

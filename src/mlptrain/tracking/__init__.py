@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlptrain.config import Config, config_to_dict
+from mlptrain.config import Config
+from mlptrain.config_files import config_to_dict
 from mlptrain.trainer import HookList, Hooks
 
 INSTALL = "pip install 'mlptrain[tracking]'"
