@@ -5,10 +5,12 @@ For each K, on the same machine in one run: K separate processes one after anoth
 and test), then one process training the K seeds together (`mlp-train --config C
 --seeds 1,...,K`). Both produce the same K ordinary run folders. It reports trials per
 hour for both, and the stacked run's model-samples per second against the machine's
-measured float32 matrix-multiply throughput.
+measured float32 matrix-multiply throughput. With --repeats R it does all this R times
+per K, alternating which side goes first, and reports the round with the median ratio.
 
     python scripts/benchmark.py --stack                  # the MNIST tutorial recipe, K = 1 4 8 16
     python scripts/benchmark.py --stack --presets        # also configs/fashion.yaml at K = 4
+    python scripts/benchmark.py --stack --ks 8 --repeats 3   # K = 8, the median of 3 rounds
     python scripts/benchmark_stack.py --ks 1 2 --quick --json-out /tmp/s.json   # a smoke run
     python scripts/benchmark.py --stack --ks 1 8 64 256 --set device=cuda    # on a GPU
 
@@ -32,7 +34,7 @@ from typing import Any
 import torch
 
 from mlptrain.arithmetic import Gemm, step_limit, training_gemms
-from mlptrain.config import load_config
+from mlptrain.config_files import load_config
 from mlptrain.datafiles import find_source
 from mlptrain.model import ModelSpec
 from mlptrain.runtime import describe_machine, resolve_device
@@ -48,11 +50,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default=TUTORIAL, help=f"the trials' config ({TUTORIAL})")
     parser.add_argument("--ks", type=int, nargs="*", default=[1, 4, 8, 16])
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds per K, alternating which side runs first; the median round is reported",
+    )
     parser.add_argument("--presets", action="store_true", help=f"also {PRESET} at K = 4")
     parser.add_argument("--quick", action="store_true", help="3,000 images, 1 epoch")
     parser.add_argument("--data-source", default=None)
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats takes 1 or more")
     if args.quick:
         args.overrides = [*QUICK, *args.overrides]
     return args
@@ -93,16 +103,34 @@ def _training_seconds(runs: Path) -> tuple[float, int]:
     return max(seconds), samples
 
 
-def compare(config: Path, k: int, overrides: list[str], work: Path, env: dict[str, str]):
-    """K separate processes, then the K seeds in one: the wall seconds of each."""
+def compare(
+    config: Path,
+    k: int,
+    overrides: list[str],
+    work: Path,
+    env: dict[str, str],
+    round_: int = 0,
+):
+    """K separate processes and the K seeds in one (the stacked one first in odd rounds):
+    the wall seconds of each."""
     seeds = list(range(1, k + 1))
-    separate_runs, stacked_runs = work / f"separate-{k}", work / f"stacked-{k}"
-    separate = sum(
-        _train(_settings(config, [*overrides, f"seed={seed}"], separate_runs), work, env)
-        for seed in seeds
-    )
-    arguments = _settings(config, overrides, stacked_runs)
-    stacked = _train([*arguments, "--seeds", ",".join(map(str, seeds))], work, env)
+    separate_runs = work / f"separate-{k}-{round_}"
+    stacked_runs = work / f"stacked-{k}-{round_}"
+
+    def run_separate() -> float:
+        return sum(
+            _train(_settings(config, [*overrides, f"seed={seed}"], separate_runs), work, env)
+            for seed in seeds
+        )
+
+    def run_stacked() -> float:
+        arguments = _settings(config, overrides, stacked_runs)
+        return _train([*arguments, "--seeds", ",".join(map(str, seeds))], work, env)
+
+    if round_ % 2:
+        stacked, separate = run_stacked(), run_separate()
+    else:
+        separate, stacked = run_separate(), run_stacked()
     train_seconds, samples = _training_seconds(stacked_runs)
     separate_train, _ = _training_seconds(separate_runs)
     return {
@@ -116,6 +144,13 @@ def compare(config: Path, k: int, overrides: list[str], work: Path, env: dict[st
         "separate_train_seconds_each": separate_train,
         "model_samples_per_second": samples / train_seconds,
     }
+
+
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median ratio (the lower of the two middle ones for an even
+    count), with every round's ratio in `speedups`."""
+    ordered = sorted(rounds, key=lambda row: row["speedup"])
+    return {**ordered[(len(ordered) - 1) // 2], "speedups": [row["speedup"] for row in rounds]}
 
 
 def machine_throughput(spec: ModelSpec, batch_size: int, device: torch.device) -> dict[str, float]:
@@ -152,20 +187,27 @@ def main(argv: list[str] | None = None) -> int:
         # The data import once, before anything is timed.
         _train(_settings(config_path, [*overrides, *QUICK], work / "warmup"), work, env)
         for k in args.ks:
-            row = compare(config_path, k, overrides, work, env)
-            flops = row["model_samples_per_second"] * flops_per_sample
-            row["achieved_flops"] = flops
-            row["share_of_peak"] = flops / throughput["peak_flops"]
-            rows.append(row)
-            print(
-                f"K={k:>2}: separate {row['separate_seconds']:6.1f} s "
-                f"({row['separate_trials_per_hour']:6.0f} trials/h), stacked "
-                f"{row['stacked_seconds']:6.1f} s ({row['stacked_trials_per_hour']:6.0f} "
-                f"trials/h): {row['speedup']:.2f}x; {row['model_samples_per_second']:,.0f} "
-                f"model-samples/s = {flops / 1e9:.0f} GFLOP/s, {row['share_of_peak']:.0%} "
-                "of the peak",
-                flush=True,
-            )
+            rounds = []
+            for round_ in range(args.repeats):
+                row = compare(config_path, k, overrides, work, env, round_)
+                flops = row["model_samples_per_second"] * flops_per_sample
+                row["achieved_flops"] = flops
+                row["share_of_peak"] = flops / throughput["peak_flops"]
+                rounds.append(row)
+                print(
+                    f"K={k:>2}: separate {row['separate_seconds']:6.1f} s "
+                    f"({row['separate_trials_per_hour']:6.0f} trials/h), stacked "
+                    f"{row['stacked_seconds']:6.1f} s ({row['stacked_trials_per_hour']:6.0f} "
+                    f"trials/h): {row['speedup']:.2f}x; {row['model_samples_per_second']:,.0f} "
+                    f"model-samples/s = {flops / 1e9:.0f} GFLOP/s, {row['share_of_peak']:.0%} "
+                    "of the peak",
+                    flush=True,
+                )
+            rows.append(median_round(rounds))
+            if args.repeats > 1:
+                ratios = ", ".join(f"{speedup:.2f}x" for speedup in rows[-1]["speedups"])
+                print(f"K={k:>2}: median of {args.repeats} rounds {rows[-1]['speedup']:.2f}x "
+                      f"({ratios})", flush=True)  # fmt: skip
         presets = []
         if args.presets:
             preset_overrides = [*overrides, "training.epochs=1"]

@@ -122,14 +122,16 @@ def test_preset_benchmark_reports_the_limit_and_the_profile(tmp_path):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_stack_benchmark_compares_separate_and_stacked_trials(tmp_path):
-    """scripts/benchmark_stack.py --quick at K = 2, given its data as a path relative to
-    where it is started (its trials run in a folder of their own)."""
+    """scripts/benchmark_stack.py --quick at K = 2 in 2 rounds, given its data as a path
+    relative to where it is started (its trials run in a folder of their own)."""
     source = require_real_data()
     out = tmp_path / "stack.json"
     result = run_script(
         "benchmark_stack.py",
         "--quick",
         "--ks",
+        "2",
+        "--repeats",
         "2",
         "--data-source",
         os.path.relpath(source, tmp_path),
@@ -142,4 +144,6 @@ def test_stack_benchmark_compares_separate_and_stacked_trials(tmp_path):
     assert row["speedup"] == pytest.approx(row["separate_seconds"] / row["stacked_seconds"])
     assert row["stacked_trials_per_hour"] == pytest.approx(2 * 3600 / row["stacked_seconds"])
     assert 0 < row["share_of_peak"] < 1.5
-    assert "K= 2: separate" in result.stdout
+    assert len(row["speedups"]) == 2 and row["speedup"] == min(row["speedups"])
+    assert result.stdout.count("K= 2: separate") == 2
+    assert "K= 2: median of 2 rounds" in result.stdout
