@@ -24,6 +24,8 @@ def pyplot():
 
 
 def save(figure, path: Path) -> None:
+    # tight_layout leaves a placeholder engine behind, for which savefig would draw the
+    # whole figure once more (rendering off) before drawing it for real.
     figure.set_layout_engine(None)
     atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
     pyplot().close(figure)

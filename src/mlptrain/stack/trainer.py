@@ -113,22 +113,19 @@ class Stack:
         for grad in grads:
             grad.mul_(coefficient.view(-1, *([1] * (grad.dim() - 1))))
 
-    def sync(self) -> None:
-        """Each member's model and optimizer state up to date (what its hooks save)."""
-        self.fused.flush()
+    def sync(self, release: bool = False) -> None:
+        """Each member's rows and optimizer state copied into its own model and optimizer
+        (but a failed member's model, which keeps its last good epoch): what its hooks
+        save. `release`: also its optimizer pointed back at that model, as the stack ends."""
+        self.fused.flush(release=release)
         for k, member in enumerate(self.members):
             if member.failure is None:
                 self.model.store_member(k, member.model)
+            if release:
+                repoint(member.state.optimizer, list(member.model.parameters()))
 
     def release(self) -> None:
-        """Each member's rows and optimizer state back into its own model and optimizer
-        (but a failed member's model, which keeps its last good epoch), and its
-        optimizer pointed back at that model."""
-        self.fused.flush(release=True)
-        for k, member in enumerate(self.members):
-            if member.failure is None:
-                self.model.store_member(k, member.model)
-            repoint(member.state.optimizer, list(member.model.parameters()))
+        self.sync(release=True)
 
 
 def stacked_cross_entropy(
