@@ -115,6 +115,55 @@ def test_two_machines_share_one_study(shared, base_config, tmp_path):
     assert sum(ran_here) == 4 and min(ran_here) >= 1  # both machines did work
 
 
+# Each machine opens every storage at its round's instant and prints one line per round.
+OPEN_AT_ONCE = """
+import sys, time, optuna
+from mlptrain.errors import UsageError
+from mlptrain.sweep.storage import open_storage
+for url, start in zip(sys.argv[1::2], sys.argv[2::2]):
+    while time.time() < float(start):
+        pass
+    try:
+        open_storage(optuna, url)
+        print("ok", flush=True)
+    except UsageError as exc:
+        print(exc, flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_machines_starting_at_once_on_an_empty_database_all_get_in(kind, tmp_path, request):
+    """Four machines create the tables of one empty database at the same instant, in ten
+    rounds. Before the fix, SQLite's "table ... already exists" ended about 4 rounds in 10
+    with exit 2 on some machine."""
+    rounds, machines = 10, 4
+    if kind == "sqlite":
+        urls = [f"sqlite:///{tmp_path / f'round{n}.db'}" for n in range(rounds)]
+    else:
+        server = request.getfixturevalue("server")
+        urls = [server.create_database(f"race_{n}_{time.time_ns()}") for n in range(rounds)]
+    first = time.time() + 8  # every machine has imported optuna by then
+    arguments = [str(a) for n, url in enumerate(urls) for a in (url, first + 0.4 * n)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT_ONCE, *arguments],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(machines)
+    ]
+    for process in processes:
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, output
+        assert output.splitlines() == ["ok"] * rounds, output
+    for url in urls:  # one schema that works: a study made on it is seen by a fresh opener
+        optuna.create_study(study_name="after", storage=_optuna_storage(url))
+        assert optuna.load_study(study_name="after", storage=_optuna_storage(url))
+
+
 def _optuna_storage(url: str):
     from mlptrain.sweep.storage import open_storage
 

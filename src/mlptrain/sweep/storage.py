@@ -102,13 +102,21 @@ def open_storage(optuna: Any, url: str) -> Any:
     for attempt in range(CREATE_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except OperationalError as exc:  # refused, wrong password, unknown database, no host
+        except Exception as exc:
             error = exc
-            break
-        except Exception as exc:  # machines creating the tables of an empty database at once
-            error = exc
+            if isinstance(exc, OperationalError) and not creation_race(exc):
+                break  # refused, wrong password, unknown database, no host, unwritable file
             time.sleep(0.5 * (attempt + 1))
     raise UsageError(f"cannot open the Optuna storage {shown(url)}: {reason(error)}") from None
+
+
+def creation_race(exc: BaseException) -> bool:
+    """Whether a database error comes from another machine creating the study's tables at
+    the same moment: it passes once that machine is done. SQLite reports both the table the
+    other created first and its write lock as OperationalError; PostgreSQL's duplicate table
+    and duplicate row are other error classes, which are always retried."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return "already exists" in text or "database is locked" in text
 
 
 def reason(exc: BaseException) -> str:
