@@ -50,6 +50,26 @@ def add_config_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     add_data_arguments(parser)
 
 
+def add_model_arguments(
+    parser: argparse.ArgumentParser, ensemble: str | None = None, onnx: str | None = None
+) -> None:
+    """What a command that reads a trained model takes, exactly one of: --checkpoint, and
+    where the command supports them --ensemble (its note says how) and --model (an ONNX
+    file; its help says what the command does with it)."""
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--checkpoint", metavar="PATH", help="a best.pt or last.pt")
+    if ensemble is not None:
+        given.add_argument(
+            "--ensemble",
+            nargs="+",
+            metavar="PATH",
+            help="several checkpoints of one dataset as one model, the average of their "
+            f"probabilities ({ensemble})",
+        )
+    if onnx is not None:
+        given.add_argument("--model", metavar="FILE", help=onnx)
+
+
 def add_data_arguments(
     parser: argparse.ArgumentParser,
     device_default: str | None = None,

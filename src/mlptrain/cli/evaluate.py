@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mlptrain.cli.common import (
     add_data_arguments,
+    add_model_arguments,
     add_version_argument,
     flag_settings,
     run_command,
@@ -21,19 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mlp-eval",
         description="Evaluate a checkpoint written by mlp-train (no config file needed).",
     )
-    given = parser.add_mutually_exclusive_group(required=True)
-    given.add_argument("--checkpoint", metavar="PATH", help="a best.pt or last.pt")
-    given.add_argument(
-        "--ensemble",
-        nargs="+",
-        metavar="PATH",
-        help="several checkpoints of one dataset, evaluated as one model: the average of "
-        "their probabilities (test split; results beside their run folders)",
-    )
-    given.add_argument(
-        "--model",
-        metavar="FILE",
-        help="an ONNX file from mlp-export, run by onnxruntime without torch (test split only)",
+    add_model_arguments(
+        parser,
+        ensemble="test split; results beside their run folders",
+        onnx="an ONNX file from mlp-export, run by onnxruntime without torch (test split only)",
     )
     parser.add_argument("--split", choices=("test", "val"), default="test")
     add_data_arguments(parser, device_default="auto", data_root=True)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlptrain.cli.common import add_data_arguments, add_version_argument, flag_settings, run_command
+from mlptrain.cli.common import (
+    add_data_arguments,
+    add_model_arguments,
+    add_version_argument,
+    flag_settings,
+    run_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,15 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  mlp-export --ensemble runs/GROUP/seed-*/best.pt --format onnx --out ensemble.onnx",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    given = parser.add_mutually_exclusive_group(required=True)
-    given.add_argument("--checkpoint", metavar="PATH", help="a best.pt or last.pt")
-    given.add_argument(
-        "--ensemble",
-        nargs="+",
-        metavar="PATH",
-        help="several checkpoints of one dataset as one model, the average of their "
-        "probabilities (needs --out)",
-    )
+    add_model_arguments(parser, ensemble="needs --out")
     parser.add_argument(
         "--format",
         required=True,

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from mlptrain.cli.common import add_version_argument, run_command
+from mlptrain.cli.common import add_model_arguments, add_version_argument, run_command
 from mlptrain.errors import EXIT_SOME_FAILED, UsageError
 
 LABEL_COLUMN = "label"  # ignored in a --csv file, so a labelled test file works too
@@ -20,9 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict the class of images with a checkpoint written by mlp-train, or "
         "with an ONNX model from mlp-export (onnxruntime; no torch needed).",
     )
-    given = parser.add_mutually_exclusive_group(required=True)
-    given.add_argument("--checkpoint", metavar="PATH", help="a best.pt or last.pt")
-    given.add_argument("--model", metavar="FILE", help="an ONNX file written by mlp-export")
+    add_model_arguments(parser, onnx="an ONNX file written by mlp-export")
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders")
     parser.add_argument(
         "--csv",
