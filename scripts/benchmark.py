@@ -33,14 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from measuring import measure, median_round, startup_seconds, synchronize
-from mlptrain.config import validate
-from mlptrain.datafiles import find_source
-from mlptrain.datasets import DATASETS, load_splits
-from mlptrain.logs import setup_logging
-from mlptrain.model import MLP, ModelSpec
+from mlptrain.config.schema import validate
+from mlptrain.data.registry import find_source
+from mlptrain.data.splits import DATASETS, load_splits
+from mlptrain.model.mlp import MLP, ModelSpec
 from mlptrain.run.runner import train
-from mlptrain.runtime import describe_machine, resolve_device
-from mlptrain.trainer import evaluate
+from mlptrain.training.loop import evaluate
+from mlptrain.training.runtime import describe_machine, resolve_device
+from mlptrain.util.logs import setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK_TRAIN, QUICK_TEST = 6000, 1000
@@ -221,7 +221,7 @@ def tracking_epoch_cost(args: argparse.Namespace, epochs: int = 20) -> float:
     """Seconds that TensorBoard and MLflow (local store) add at the end of each epoch,
     timed directly (median of `epochs` epoch ends): a per-epoch cost too small to see in
     whole-epoch timings on a shared machine."""
-    from mlptrain.tracking import open_trackers
+    from mlptrain.tracking.trackers import open_trackers
 
     record = {
         "epoch": 1,

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlptrain.checkpoint import build_checkpoint, save_checkpoint
-from mlptrain.config_files import config_to_dict, load_config
-from mlptrain.export import Deployable, load_exported, serialize
-from mlptrain.model import MLP, ModelSpec
-from mlptrain.runtime import describe_machine
+from mlptrain.artifacts.checkpoint import build_checkpoint, save_checkpoint
+from mlptrain.config.files import config_to_dict, load_config
+from mlptrain.deploy.export import Deployable, load_exported, serialize
+from mlptrain.model.mlp import MLP, ModelSpec
+from mlptrain.training.runtime import describe_machine
 
 MODELS = {"tutorial [128, 64]": "recipes/mnist-adam-128-64", "preset [1024, 1024]": "mnist"}
 METADATA = {
@@ -44,13 +44,13 @@ METADATA = {
 # A fresh interpreter: import what the path needs, load the model, predict one image.
 COLD_START = {
     "onnxruntime (mlp-predict --model)": (
-        "from mlptrain.onnx_model import OnnxModel\n"
+        "from mlptrain.deploy.onnx_model import OnnxModel\n"
         "import numpy as np\n"
         "model = OnnxModel({onnx!r})\n"
         "model.top(np.zeros((28, 28), np.uint8), 3)\n"
     ),
     "torch (mlp-predict --checkpoint)": (
-        "from mlptrain.prediction import Predictor\n"
+        "from mlptrain.deploy.prediction import Predictor\n"
         "import numpy as np\n"
         "model = Predictor({checkpoint!r})\n"
         "model.top(np.zeros((28, 28), np.uint8), 3)\n"

@@ -2,7 +2,7 @@
 run, how fast it does, where the rest goes, and how that compares with an earlier version.
 
 For each preset, in one process on one machine:
-  limit     the step's own matrix products (mlptrain.arithmetic: forward, input and
+  limit     the step's own matrix products (mlptrain.training.arithmetic: forward, input and
             weight gradients of every layer, at the preset's batch size) timed in the
             dtype the run trains in, as `training.amp` resolves it here; their FLOPs over
             that time is the machine's throughput, and that time the bound per step;
@@ -37,15 +37,15 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mlptrain.arithmetic import step_limit
-from mlptrain.config import Config
-from mlptrain.config_files import load_config
-from mlptrain.datafiles import find_source
-from mlptrain.datasets import Split
-from mlptrain.logs import setup_logging
+from mlptrain.config.files import load_config
+from mlptrain.config.schema import Config
+from mlptrain.data.registry import find_source
+from mlptrain.data.splits import Split
 from mlptrain.run.session import build_session, step_gemms
-from mlptrain.runtime import describe_machine, resolve_amp, resolve_device
-from mlptrain.trainer import train_one_epoch
+from mlptrain.training.arithmetic import step_limit
+from mlptrain.training.loop import train_one_epoch
+from mlptrain.training.runtime import describe_machine, resolve_amp, resolve_device
+from mlptrain.util.logs import setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = "from mlptrain.cli.train import main; raise SystemExit(main())"

@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from mlptrain.arithmetic import Gemm, step_limit, training_gemms
-from mlptrain.config_files import load_config
-from mlptrain.datafiles import find_source
-from mlptrain.model import ModelSpec
-from mlptrain.runtime import describe_machine, resolve_device
+from mlptrain.config.files import load_config
+from mlptrain.data.registry import find_source
+from mlptrain.model.mlp import ModelSpec
+from mlptrain.training.arithmetic import Gemm, step_limit, training_gemms
+from mlptrain.training.runtime import describe_machine, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 TUTORIAL = "configs/recipes/mnist-adam-128-64.yaml"

@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlptrain.datafiles import find_source
-from mlptrain.runtime import describe_machine
+from mlptrain.data.registry import find_source
 from mlptrain.sweep.storage import import_optuna, open_storage, shown
+from mlptrain.training.runtime import describe_machine
 
 optuna = import_optuna()  # quiet: warnings only
 

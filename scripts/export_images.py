@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlptrain.config import BUILTIN_DATASETS, DataConfig
-from mlptrain.datafiles import (
+from mlptrain.config.schema import BUILTIN_DATASETS, DataConfig
+from mlptrain.data.registry import (
     DATASETS,
     FILES,
     TEST_IMAGES,

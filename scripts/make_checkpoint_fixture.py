@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from mlptrain.api import resolve_config
-from mlptrain.checkpoint import FORMAT_VERSION, load_checkpoint, model_from_checkpoint
-from mlptrain.logs import setup_logging
+from mlptrain.artifacts.checkpoint import FORMAT_VERSION, load_checkpoint, model_from_checkpoint
 from mlptrain.run.runner import train
+from mlptrain.util.logs import setup_logging
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 

@@ -31,14 +31,14 @@ from typing import Any
 
 import torch
 
-from mlptrain.config_files import load_config, parse_override
-from mlptrain.datafiles import find_source
+from mlptrain.config.files import load_config, parse_override
+from mlptrain.config.monitor import Monitor
+from mlptrain.data.registry import find_source
 from mlptrain.errors import EXIT_INTERRUPTED, UsageError
-from mlptrain.fsutil import atomic_write_text
-from mlptrain.monitor import Monitor
-from mlptrain.runtime import describe_machine
-from mlptrain.stopping import TwoStageStop
 from mlptrain.sweep.trials import COMPLETE, INTERRUPTED, run_group, run_trial
+from mlptrain.training.runtime import describe_machine
+from mlptrain.util.files import atomic_write_text
+from mlptrain.util.stopping import TwoStageStop
 
 REPO = Path(__file__).resolve().parent.parent
 # --quick: a few hundred images and one epoch, enough to run every entry end to end.

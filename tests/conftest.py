@@ -112,7 +112,7 @@ def tiny_config(tmp_path: Path, synthetic_source: Path) -> dict:
 
 def require_real_data() -> Path:
     """The real datasets (CI keeps them beside the checkout); skips the test without them."""
-    from mlptrain.datafiles import find_source
+    from mlptrain.data.registry import find_source
 
     source = find_source(_AMBIENT_SOURCE, beside=REPO)
     if source and (Path(source) / "mnist").is_dir():

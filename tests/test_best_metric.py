@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 import mlptrain
-from mlptrain.checkpoint import load_checkpoint
-from mlptrain.monitor import Monitor
+from mlptrain.artifacts.checkpoint import load_checkpoint
+from mlptrain.config.monitor import Monitor
 from mlptrain.sweep.trials import run_trial, summarize_history
-from mlptrain.trainer import FitState, LoopSettings
+from mlptrain.training.loop import FitState, LoopSettings
 
 from .conftest import REPO, config_document, run_cli, write_config
 

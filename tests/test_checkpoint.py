@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlptrain import checkpoint as checkpoint_module
-from mlptrain.checkpoint import (
+from mlptrain.artifacts import checkpoint as checkpoint_module
+from mlptrain.artifacts.checkpoint import (
     FORMAT_VERSION,
     build_checkpoint,
     load_checkpoint,
@@ -15,11 +15,11 @@ from mlptrain.checkpoint import (
     save_checkpoint,
     unwrap,
 )
-from mlptrain.config import Config
-from mlptrain.config_files import config_to_dict
+from mlptrain.config.files import config_to_dict
+from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
-from mlptrain.evaluation import evaluate_checkpoint
-from mlptrain.model import MLP, ModelSpec
+from mlptrain.evaluation.evaluator import evaluate_checkpoint
+from mlptrain.model.mlp import MLP, ModelSpec
 
 from .conftest import TEST_COUNT
 

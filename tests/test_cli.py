@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlptrain.checkpoint import load_checkpoint
-from mlptrain.config import validate
-from mlptrain.runtime import cpu_has_bf16
+from mlptrain.artifacts.checkpoint import load_checkpoint
+from mlptrain.config.schema import validate
+from mlptrain.training.runtime import cpu_has_bf16
 
 from .conftest import REPO, config_document, require_real_data, run_cli, write_config
 

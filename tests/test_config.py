@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlptrain.config import ACTIVATIONS, Config, validate
-from mlptrain.config_errors import all_keys
-from mlptrain.config_files import (
+from mlptrain.config.files import (
     apply_overrides,
     config_to_dict,
     config_to_yaml,
     load_config,
     parse_override,
 )
+from mlptrain.config.messages import all_keys
+from mlptrain.config.schema import ACTIVATIONS, Config, validate
 from mlptrain.errors import UsageError
 
 from .conftest import REPO, run_cli

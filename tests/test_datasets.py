@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mlptrain import datafiles
-from mlptrain.config import DataConfig
-from mlptrain.datafiles import FILES, find_source, prepare_files, read_idx
-from mlptrain.datasets import (
+from mlptrain.config.schema import DataConfig
+from mlptrain.data import registry as datafiles
+from mlptrain.data.registry import FILES, find_source, prepare_files, read_idx
+from mlptrain.data.splits import (
     DATASETS,
     Split,
     batches,

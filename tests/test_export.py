@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mlptrain.checkpoint import load_checkpoint, model_from_checkpoint
-from mlptrain.datafiles import read_idx
+from mlptrain.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
+from mlptrain.data.registry import read_idx
 
 from .conftest import config_document, require_real_data, run_cli, write_config
 
@@ -83,7 +83,7 @@ def test_onnx_export_carries_its_metadata(run, onnx_file):
 
 
 def test_onnx_model_takes_any_batch_and_matches_the_checkpoint(run, onnx_file):
-    from mlptrain.onnx_model import OnnxModel
+    from mlptrain.deploy.onnx_model import OnnxModel
 
     model = OnnxModel(onnx_file)
     images = _test_images(run, 300)
@@ -95,7 +95,7 @@ def test_onnx_model_takes_any_batch_and_matches_the_checkpoint(run, onnx_file):
 
 
 def test_pt2_export_with_probabilities(run):
-    from mlptrain.export import load_pt2
+    from mlptrain.deploy.export import load_pt2
 
     result = _export(run, "--format", "pt2", "--probabilities", "--check-images", "500")
     assert result.returncode == 0, result.stderr

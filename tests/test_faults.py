@@ -21,12 +21,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlptrain.checkpoint import load_checkpoint
+from mlptrain.artifacts.checkpoint import load_checkpoint
 from mlptrain.cli.train import main as train_main
-from mlptrain.config import Config
-from mlptrain.config_files import load_config
+from mlptrain.config.files import load_config
+from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
-from mlptrain.fsutil import atomic_write_text
+from mlptrain.util.files import atomic_write_text
 
 from .conftest import REPO, config_document, run_cli, write_config, write_dataset
 
@@ -177,7 +177,7 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
 def test_a_nonfinite_loss_stops_with_status_3_and_keeps_best(
     tmp_path, synthetic_source, monkeypatch, capsys
 ):
-    import mlptrain.trainer as trainer
+    import mlptrain.training.loop as trainer
 
     real = trainer.F.cross_entropy
     calls = {"training": 0}
@@ -229,7 +229,8 @@ def test_unwritable_data_root_is_a_clear_error(tmp_path, synthetic_source, capsy
 def test_runs_started_at_the_same_moment_get_their_own_folders(tmp_path):
     start = time.time() + 1.5
     code = (
-        "import sys, time; from datetime import datetime; from mlptrain.rundir import RunDir; "
+        "import sys, time; from datetime import datetime; "
+        "from mlptrain.artifacts.rundir import RunDir; "
         f"time.sleep(max(0, {start} - time.time())); "
         f"print(RunDir.create(sys.argv[1], 'same', datetime(2026, 1, 1)).path)"
     )

@@ -7,8 +7,8 @@ import csv
 import pytest
 import torch
 
-from mlptrain.metrics import EvalResult, format_report, summarize
-from mlptrain.rundir import write_evaluation
+from mlptrain.artifacts.metrics import EvalResult, format_report, summarize
+from mlptrain.artifacts.rundir import write_evaluation
 
 NAMES = ["cat", "dog", "bird"]
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from mlptrain.config import ACTIVATIONS as CONFIG_ACTIVATIONS
-from mlptrain.config import OPTIMIZERS as CONFIG_OPTIMIZERS
-from mlptrain.config import OptimizerConfig
-from mlptrain.model import ACTIVATIONS, MLP, Dropout, ModelSpec
-from mlptrain.optim import FUSED, OPTIMIZERS, build_optimizer
+from mlptrain.config.schema import ACTIVATIONS as CONFIG_ACTIVATIONS
+from mlptrain.config.schema import OPTIMIZERS as CONFIG_OPTIMIZERS
+from mlptrain.config.schema import OptimizerConfig
+from mlptrain.model.mlp import ACTIVATIONS, MLP, Dropout, ModelSpec
+from mlptrain.training.optim import FUSED, OPTIMIZERS, build_optimizer
 
 
 def test_config_names_match_the_implementations():

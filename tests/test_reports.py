@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from mlptrain import reports
+from mlptrain.artifacts import reports
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mlptrain.config_files import load_config
+from mlptrain.config.files import load_config
 
 from .conftest import REPO
 

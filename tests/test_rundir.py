@@ -6,8 +6,8 @@ from datetime import datetime
 
 import pytest
 
+from mlptrain.artifacts.rundir import METRIC_FIELDS, RunDir, write_evaluation
 from mlptrain.errors import UsageError
-from mlptrain.rundir import METRIC_FIELDS, RunDir, write_evaluation
 
 NOW = datetime(2026, 1, 2, 3, 4, 5)
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from mlptrain import runtime
-from mlptrain.arithmetic import BF16_MARGIN, training_gemms
 from mlptrain.errors import UsageError
-from mlptrain.model import ModelSpec
-from mlptrain.runtime import (
+from mlptrain.model.mlp import ModelSpec
+from mlptrain.training import runtime
+from mlptrain.training.arithmetic import BF16_MARGIN, training_gemms
+from mlptrain.training.runtime import (
     resolve_amp,
     resolve_device,
     restore_rng_state,

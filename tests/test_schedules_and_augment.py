@@ -9,14 +9,14 @@ import pytest
 import torch
 import yaml
 
-from mlptrain.augment import RandomAffine
-from mlptrain.checkpoint import load_checkpoint
+from mlptrain.artifacts.checkpoint import load_checkpoint
 from mlptrain.cli.train import main as train_main
-from mlptrain.config import AugmentConfig, OptimizerConfig, SchedulerConfig, validate
+from mlptrain.config.schema import AugmentConfig, OptimizerConfig, SchedulerConfig, validate
 from mlptrain.errors import UsageError
-from mlptrain.model import MLP, ModelSpec
-from mlptrain.optim import build_optimizer, build_schedule, current_lr
-from mlptrain.trainer import FitState, LoopSettings, evaluate, fit, train_one_epoch
+from mlptrain.model.mlp import MLP, ModelSpec
+from mlptrain.training.augment import RandomAffine
+from mlptrain.training.loop import FitState, LoopSettings, evaluate, fit, train_one_epoch
+from mlptrain.training.optim import build_optimizer, build_schedule, current_lr
 
 from .conftest import config_document, write_config
 from .test_trainer import build, synthetic_splits
@@ -309,7 +309,7 @@ def test_onecycle_keeps_momentum_and_peaks_where_pct_start_says():
 
 
 def test_without_a_scheduler_there_is_no_state_to_save_or_restore():
-    from mlptrain.optim import Schedule
+    from mlptrain.training.optim import Schedule
 
     assert Schedule().state_dict() is None
     Schedule().load_state_dict({"last_epoch": 3})  # nothing to restore into: no error

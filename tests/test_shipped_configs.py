@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mlptrain import shipped
-from mlptrain.config_files import load_config
+from mlptrain.config import presets as shipped
+from mlptrain.config.files import load_config
 from mlptrain.errors import UsageError
 
 from .conftest import REPO, run_cli
@@ -156,14 +156,14 @@ def test_every_command_prints_its_version(command, tmp_path):
 
 
 def test_a_missing_config_file_is_named():
-    from mlptrain.config_files import read_config_file
+    from mlptrain.config.files import read_config_file
 
     with pytest.raises(UsageError, match="config file not found: .*missing.yaml"):
         read_config_file("missing.yaml")
 
 
 def test_an_override_through_a_value_names_the_set_flag():
-    from mlptrain.config_files import apply_overrides
+    from mlptrain.config.files import apply_overrides
 
     with pytest.raises(UsageError, match=r"--set 'seed.x=1': seed is a value, not a section"):
         apply_overrides({"seed": 1}, ["seed.x=1"])
@@ -187,7 +187,7 @@ def test_errors_name_their_source_only_when_there_are_several(tmp_path):
 
 
 def test_merged_layers_share_no_lists_with_the_files():
-    from mlptrain.config_files import merge_layers
+    from mlptrain.config.files import merge_layers
 
     first = {"model": {"hidden": [8, 4]}}
     merged, _ = merge_layers([("a.yaml", first), ("b.yaml", {"seed": 1})])

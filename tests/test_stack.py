@@ -19,21 +19,21 @@ import torch
 import torch.nn.functional as F
 
 import mlptrain
-from mlptrain.checkpoint import load_checkpoint, model_from_checkpoint
+from mlptrain.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
 from mlptrain.cli.evaluate import main as eval_main
 from mlptrain.cli.export import main as export_main
 from mlptrain.cli.train import main as train_main
-from mlptrain.config import validate
-from mlptrain.config_files import load_config
+from mlptrain.config.files import load_config
+from mlptrain.config.schema import validate
+from mlptrain.deploy.onnx_model import OnnxModel
 from mlptrain.errors import UsageError
-from mlptrain.evaluation import evaluate_ensemble
-from mlptrain.onnx_model import OnnxModel
+from mlptrain.evaluation.evaluator import evaluate_ensemble
 from mlptrain.run.group import train_group
 from mlptrain.run.runner import resume
 from mlptrain.run.session import build_session
 from mlptrain.stack.compat import check_stackable
 from mlptrain.stack.trainer import Member, fit_group, stacked_cross_entropy
-from mlptrain.trainer import Hooks, fit
+from mlptrain.training.loop import Hooks, fit
 
 from .conftest import (
     config_document,
@@ -213,7 +213,7 @@ def test_a_skipped_batch_is_skipped_as_alone(tmp_path, synthetic_source, monkeyp
     step and the models' step counts differ from then on: each still trains exactly as
     it does alone with the same batch skipped."""
     import mlptrain.stack.trainer as stack_trainer
-    import mlptrain.trainer as trainer
+    import mlptrain.training.loop as trainer
 
     real_stacked, real_single = stack_trainer.stacked_cross_entropy, F.cross_entropy
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlptrain.arithmetic import step_limit, training_gemms
-from mlptrain.model import MLP, Dropout, ModelSpec
-from mlptrain.random_bits import int16_bits, uniform_signed
+from mlptrain.model.mlp import MLP, Dropout, ModelSpec
+from mlptrain.model.random_bits import int16_bits, uniform_signed
+from mlptrain.training.arithmetic import step_limit, training_gemms
 
 
 def test_int16_bits_are_uniform_and_follow_the_generator():

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mlptrain.checkpoint import load_checkpoint
-from mlptrain.config_files import load_config
+from mlptrain.artifacts.checkpoint import load_checkpoint
+from mlptrain.config.files import load_config
 from mlptrain.errors import UsageError
 from mlptrain.sweep.spec import grid_points, parse_grid, parse_param, split_top_level
 
@@ -430,7 +430,7 @@ def test_integer_params_give_integer_examples():
 
 
 def test_trial_parameters_become_set_flags_that_read_back_the_same():
-    from mlptrain.config_files import parse_override
+    from mlptrain.config.files import parse_override
     from mlptrain.sweep.spec import overrides
 
     params = {"model.hidden": [256, 128], "optimizer.name": "sgd", "optimizer.lr": 1e-3}

@@ -4,11 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from mlptrain.config import DataConfig, OptimizerConfig
-from mlptrain.datasets import DataSplits, load_splits, pixel_stats
-from mlptrain.model import MLP, ModelSpec
-from mlptrain.optim import build_optimizer
-from mlptrain.trainer import (
+from mlptrain.config.schema import DataConfig, OptimizerConfig
+from mlptrain.data.splits import DataSplits, load_splits, pixel_stats
+from mlptrain.model.mlp import MLP, ModelSpec
+from mlptrain.training.loop import (
     FitState,
     Hooks,
     LoopSettings,
@@ -17,6 +16,7 @@ from mlptrain.trainer import (
     evaluate,
     fit,
 )
+from mlptrain.training.optim import build_optimizer
 
 CPU = torch.device("cpu")
 

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from mlptrain import userdata
-from mlptrain.config import DataConfig
-from mlptrain.config_files import load_config
-from mlptrain.datacache import cache_path
+from mlptrain.config.files import load_config
+from mlptrain.config.schema import DataConfig
+from mlptrain.data import userdata
+from mlptrain.data.cache import cache_path
+from mlptrain.data.userdata import load_user_data
 from mlptrain.errors import UsageError
-from mlptrain.userdata import load_user_data
 from tests.conftest import REPO, require_real_data, run_cli, write_config, write_idx
 
 # --- small synthetic inputs -------------------------------------------------------------------
@@ -331,7 +331,7 @@ def exported(tmp_path_factory) -> dict[str, Path]:
             capture_output=True,
             timeout=300,
         )
-    from mlptrain.datafiles import DATASETS, FILES, prepare_files, read_pair
+    from mlptrain.data.registry import DATASETS, FILES, prepare_files, read_pair
 
     info = DATASETS["mnist"]
     files = prepare_files(info, DataConfig(dataset="mnist", root=str(root / "data")), FILES)

@@ -15,14 +15,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlptrain.config import Config, validate
-from mlptrain.config_files import ConfigSource, apply_overrides, config_to_dict, load_config
+from mlptrain.config.files import ConfigSource, apply_overrides, config_to_dict, load_config
+from mlptrain.config.schema import Config, validate
 
 if TYPE_CHECKING:
-    from mlptrain.evaluation import Evaluation
+    from mlptrain.evaluation.evaluator import Evaluation
     from mlptrain.run.group import GroupResult
     from mlptrain.run.runner import RunResult
-    from mlptrain.trainer import Hooks
+    from mlptrain.training.loop import Hooks
 
 
 ConfigLike = Config | Mapping[str, Any] | ConfigSource | Sequence[ConfigSource] | None
@@ -49,14 +49,14 @@ def train(
 ) -> RunResult:
     """Train one run as `mlp-train` does; returns its folder, history and test metrics.
 
-    `observers` (mlptrain.trainer.Hooks) see each batch and epoch record as it happens,
+    `observers` (mlptrain.training.loop.Hooks) see each batch and epoch record as it happens,
     for a live plot, say.
 
     A user mistake raises mlptrain.errors.UsageError; a run stopped by Ctrl-C or a
     non-finite loss raises StopRun, with everything finished already in its folder.
     """
-    from mlptrain.logs import setup_logging
     from mlptrain.run.runner import train as run_training
+    from mlptrain.util.logs import setup_logging
 
     resolved = resolve_config(config, overrides)
     setup_logging(terminal=verbose)
@@ -74,8 +74,8 @@ def train_together(
     """Train the config once per seed, all together in one process, as `mlp-train
     --seeds` does: `.results` holds each finished run's RunResult, `.failed` the runs
     that stopped on a non-finite loss, `.folder` the group folder."""
-    from mlptrain.logs import setup_logging
     from mlptrain.run.group import seed_configs, train_group
+    from mlptrain.util.logs import setup_logging
 
     resolved = resolve_config(config, overrides)
     setup_logging(terminal=verbose)
@@ -92,7 +92,7 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate a best.pt or last.pt on its run's test (or val) split, as `mlp-eval` does,
     without writing files. `.accuracy`, `.summary` (the JSON of mlp-eval)."""
-    from mlptrain.evaluation import evaluate_checkpoint
+    from mlptrain.evaluation.evaluator import evaluate_checkpoint
 
     settings: dict[str, Any] = {"device": device}
     if data_source is not None:
@@ -111,7 +111,7 @@ def evaluate_ensemble(
     """Several checkpoints of one dataset as one model (the average of their
     probabilities) on the test split, as `mlp-eval --ensemble` does, without writing
     files. `.accuracy`; `.summary["members"]` holds each member's own accuracy."""
-    from mlptrain.evaluation import evaluate_ensemble as evaluate_all
+    from mlptrain.evaluation.evaluator import evaluate_ensemble as evaluate_all
 
     settings: dict[str, Any] = {"device": device}
     if data_source is not None:

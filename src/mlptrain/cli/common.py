@@ -111,7 +111,7 @@ class _PrintAndExit(argparse.Action):
 
 
 def _config_listing() -> str:
-    from mlptrain.shipped import listing
+    from mlptrain.config.presets import listing
 
     return listing()
 
@@ -132,7 +132,7 @@ def version_text() -> str:
     import torch
 
     from mlptrain import __version__
-    from mlptrain.runtime import resolve_device
+    from mlptrain.training.runtime import resolve_device
 
     return (
         f"mlptrain {__version__} (torch {torch.__version__}, Python "

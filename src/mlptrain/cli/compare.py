@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from mlptrain import compare_output as output
-    from mlptrain.compare import find_runs, matches, read_runs, rows_of, sort_rows
-    from mlptrain.config_files import parse_override
+    from mlptrain.compare import output
+    from mlptrain.compare.runs import find_runs, matches, read_runs, rows_of, sort_rows
+    from mlptrain.config.files import parse_override
 
     if args.top is not None and args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")

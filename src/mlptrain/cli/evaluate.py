@@ -60,7 +60,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.model is not None:
         return evaluate_exported(args)
     from mlptrain.errors import UsageError
-    from mlptrain.evaluation import (
+    from mlptrain.evaluation.evaluator import (
         OutputNames,
         check_perturbation,
         evaluate_checkpoint,
@@ -68,7 +68,7 @@ def evaluate(args: argparse.Namespace) -> int:
         perturbed,
         write_outputs,
     )
-    from mlptrain.logs import setup_logging
+    from mlptrain.util.logs import setup_logging
 
     setup_logging(sys.stderr if args.json else None)  # with --json, stdout holds the JSON alone
     check_perturbation(args.rotate, args.shift)  # before any data is read
@@ -113,9 +113,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def evaluate_exported(args: argparse.Namespace) -> int:
     """An exported ONNX model on its dataset's test split, with numpy and onnxruntime only."""
+    from mlptrain.deploy.onnx_model import OnnxModel, evaluate_onnx
     from mlptrain.errors import UsageError
-    from mlptrain.logs import setup_logging
-    from mlptrain.onnx_model import OnnxModel, evaluate_onnx
+    from mlptrain.util.logs import setup_logging
 
     setup_logging(sys.stderr if args.json else None)
     unsupported = [
@@ -140,7 +140,7 @@ def evaluate_exported(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    from mlptrain.metrics import format_report
+    from mlptrain.artifacts.metrics import format_report
 
     print(format_report(summary))
     print(
@@ -151,7 +151,7 @@ def evaluate_exported(args: argparse.Namespace) -> int:
 
 
 def print_summary(summary: dict, shown: str, out: Path) -> None:
-    from mlptrain.metrics import format_report
+    from mlptrain.artifacts.metrics import format_report
 
     print(format_report(summary))
     print(

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from mlptrain.export import export_checkpoint, export_ensemble
-    from mlptrain.logs import setup_logging
+    from mlptrain.deploy.export import export_checkpoint, export_ensemble
+    from mlptrain.util.logs import setup_logging
 
     setup_logging()
     settings = flag_settings(args)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from mlptrain.prediction import Predictor, image_paths, load_image, read_failure
+    from mlptrain.deploy.prediction import Predictor, image_paths, load_image, read_failure
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
@@ -74,7 +74,7 @@ def predict(args: argparse.Namespace) -> int:
     if (args.out or args.kaggle) and not args.csv:
         raise UsageError("--out and --kaggle go with --csv")
     if args.model is not None:
-        from mlptrain.onnx_model import OnnxModel
+        from mlptrain.deploy.onnx_model import OnnxModel
 
         predictor = OnnxModel(args.model)
     else:
@@ -97,8 +97,8 @@ def predict(args: argparse.Namespace) -> int:
 def _predict_csv(predictor: Any, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mlptrain.fsutil import atomic_write_text
-    from mlptrain.prediction import predict_csv
+    from mlptrain.deploy.prediction import predict_csv
+    from mlptrain.util.files import atomic_write_text
 
     source = Path(args.csv)
     if not source.is_file():

@@ -12,8 +12,8 @@ from mlptrain.cli.common import (
     flag_settings,
     run_command,
 )
-from mlptrain.config import Config
-from mlptrain.config_files import load_config
+from mlptrain.config.files import load_config
+from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
 from mlptrain.sweep.settings import parse_devices
 
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from mlptrain.logs import setup_logging
     from mlptrain.sweep.runner import create_sweep, load_sweep, run_sweep
+    from mlptrain.util.logs import setup_logging
 
     setup_logging()
     if args.workers is not None and args.workers < 1:

@@ -12,7 +12,7 @@ from mlptrain.cli.common import (
     flag_settings,
     run_command,
 )
-from mlptrain.config_files import config_to_yaml, load_config
+from mlptrain.config.files import config_to_yaml, load_config
 from mlptrain.errors import UsageError
 
 
@@ -66,8 +66,8 @@ def train(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         return train_seeds(args, config, show_bar)
     # Imported only now, so that --help and config errors never wait for torch.
-    from mlptrain.logs import setup_logging
     from mlptrain.run.runner import train as run_training
+    from mlptrain.util.logs import setup_logging
 
     setup_logging()
     run_training(config, run_dir=args.run_dir, show_bar=show_bar)
@@ -85,8 +85,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def train_seeds(args: argparse.Namespace, config, show_bar: bool) -> int:
-    from mlptrain.logs import setup_logging
     from mlptrain.run.group import seed_configs, train_group
+    from mlptrain.util.logs import setup_logging
 
     configs = seed_configs(config, parse_seeds(args.seeds))
     setup_logging()
@@ -99,8 +99,8 @@ def train_group_file(args: argparse.Namespace, settings: dict) -> int:
     each on the --config files with its own overrides (mlp-sweep --stack writes it)."""
     import json
 
-    from mlptrain.logs import setup_logging
     from mlptrain.run.group import train_group
+    from mlptrain.util.logs import setup_logging
 
     try:
         members = json.loads(Path(args.group).read_text())["members"]
@@ -144,9 +144,9 @@ def resume(args: argparse.Namespace, settings: dict, show_bar: bool) -> int:
             f"--resume continues a run with its own config; {', '.join(clashing)} cannot be "
             "used with it"
         )
-    from mlptrain.logs import setup_logging
     from mlptrain.run.group import GroupFile, resume_group
     from mlptrain.run.runner import resume as resume_run
+    from mlptrain.util.logs import setup_logging
 
     setup_logging()
     if GroupFile.training(Path(args.resume)):

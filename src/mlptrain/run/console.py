@@ -9,12 +9,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mlptrain.config import Config
-from mlptrain.datasets import DataSplits
-from mlptrain.logs import get_logger
-from mlptrain.model import ModelSpec
-from mlptrain.runtime import Amp
-from mlptrain.trainer import Hooks
+from mlptrain.config.schema import Config
+from mlptrain.data.splits import DataSplits
+from mlptrain.model.mlp import ModelSpec
+from mlptrain.training.loop import Hooks
+from mlptrain.training.runtime import Amp
+from mlptrain.util.logs import get_logger
 
 
 def format_epoch(record: dict[str, Any], epochs: int, is_best: bool) -> str:

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlptrain.checkpoint import load_checkpoint
-from mlptrain.config import Config
-from mlptrain.config_files import config_to_yaml
-from mlptrain.datasets import reading_once
+from mlptrain.artifacts.checkpoint import load_checkpoint
+from mlptrain.artifacts.rundir import RunDir
+from mlptrain.config.files import config_to_yaml
+from mlptrain.config.schema import Config
+from mlptrain.data.splits import reading_once
 from mlptrain.errors import StopRun, UsageError, signal_status
-from mlptrain.fsutil import atomic_write_text
-from mlptrain.logs import LogFile, get_logger, member_scope
 from mlptrain.run.console import (
     EpochLines,
     ProgressBar,
@@ -35,12 +34,14 @@ from mlptrain.run.console import (
 from mlptrain.run.recorder import RunRecorder
 from mlptrain.run.runner import RunResult, StopWhenAsked, nonfinite_stop, test_best
 from mlptrain.run.session import Session, build_session, resume_session, resumed_config
-from mlptrain.rundir import RunDir
 from mlptrain.stack.compat import check_stackable
 from mlptrain.stack.trainer import Member, fit_group
-from mlptrain.stopping import TwoStageStop
-from mlptrain.tracking import Trackers, open_trackers
-from mlptrain.trainer import HookList, Hooks, TrainingInterrupted
+from mlptrain.tracking.base import Trackers
+from mlptrain.tracking.trackers import open_trackers
+from mlptrain.training.loop import HookList, Hooks, TrainingInterrupted
+from mlptrain.util.files import atomic_write_text
+from mlptrain.util.logs import LogFile, get_logger, member_scope
+from mlptrain.util.stopping import TwoStageStop
 
 log = get_logger()
 GROUP_FILE = "group.json"

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlptrain.checkpoint import build_checkpoint, save_checkpoint
-from mlptrain.config_files import config_to_dict
+from mlptrain.artifacts.checkpoint import build_checkpoint, save_checkpoint
+from mlptrain.artifacts.rundir import RunDir
+from mlptrain.config.files import config_to_dict
 from mlptrain.errors import UsageError
 from mlptrain.run.session import Session
-from mlptrain.rundir import RunDir
-from mlptrain.runtime import rng_state
-from mlptrain.trainer import Hooks
+from mlptrain.training.loop import Hooks
+from mlptrain.training.runtime import rng_state
 
 
 class RunRecorder(Hooks):

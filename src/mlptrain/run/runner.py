@@ -16,13 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mlptrain.checkpoint import load_checkpoint
-from mlptrain.config import Config
-from mlptrain.config_files import config_to_yaml
+from mlptrain.artifacts.checkpoint import load_checkpoint
+from mlptrain.artifacts.metrics import format_report
+from mlptrain.artifacts.rundir import RunDir
+from mlptrain.config.files import config_to_yaml
+from mlptrain.config.schema import Config
 from mlptrain.errors import EXIT_NONFINITE, StopRun, UsageError, signal_status
-from mlptrain.evaluation import OutputNames, evaluate_split, load_model, write_outputs
-from mlptrain.logs import LogFile, get_logger
-from mlptrain.metrics import format_report
+from mlptrain.evaluation.evaluator import OutputNames, evaluate_split, load_model, write_outputs
 from mlptrain.run.console import (
     EpochLines,
     ProgressBar,
@@ -32,10 +32,11 @@ from mlptrain.run.console import (
 )
 from mlptrain.run.recorder import RunRecorder
 from mlptrain.run.session import Session, build_session, resume_session, resumed_config
-from mlptrain.rundir import RunDir
-from mlptrain.stopping import TwoStageStop
-from mlptrain.tracking import Trackers, open_trackers
-from mlptrain.trainer import HookList, Hooks, NonFiniteLoss, TrainingInterrupted, fit
+from mlptrain.tracking.base import Trackers
+from mlptrain.tracking.trackers import open_trackers
+from mlptrain.training.loop import HookList, Hooks, NonFiniteLoss, TrainingInterrupted, fit
+from mlptrain.util.logs import LogFile, get_logger
+from mlptrain.util.stopping import TwoStageStop
 
 log = get_logger()
 
@@ -235,7 +236,7 @@ def nonfinite_stop(exc: NonFiniteLoss, session: Session, recorder: RunRecorder) 
 def test_best(session: Session, run: RunDir, fit_seconds: float) -> RunResult:
     """The test split is touched once: by best.pt, read back from disk and evaluated in
     full precision, exactly as mlp-eval does."""
-    from mlptrain import reports  # matplotlib: only once there is something to draw
+    from mlptrain.artifacts import reports  # matplotlib: only once there is something to draw
 
     state, splits = session.state, session.splits
     _, model = load_model(run.path / "best.pt", session.device)

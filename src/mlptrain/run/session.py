@@ -11,15 +11,16 @@ from typing import Any
 
 import torch
 
-from mlptrain.arithmetic import Gemm, training_gemms
-from mlptrain.augment import RandomAffine
-from mlptrain.config import Config, validate
-from mlptrain.config_files import parse_override, set_key
-from mlptrain.datasets import DataSplits, check_classes, load_splits, pixel_stats
+from mlptrain.config.files import parse_override, set_key
+from mlptrain.config.schema import Config, validate
+from mlptrain.data.splits import DataSplits, check_classes, load_splits, pixel_stats
 from mlptrain.errors import UsageError
-from mlptrain.model import MLP, ModelSpec
-from mlptrain.optim import build_optimizer, build_schedule
-from mlptrain.runtime import (
+from mlptrain.model.mlp import MLP, ModelSpec
+from mlptrain.training.arithmetic import Gemm, training_gemms
+from mlptrain.training.augment import RandomAffine
+from mlptrain.training.loop import FitState, LoopSettings
+from mlptrain.training.optim import build_optimizer, build_schedule
+from mlptrain.training.runtime import (
     Amp,
     resolve_amp,
     resolve_device,
@@ -27,7 +28,6 @@ from mlptrain.runtime import (
     seed_everything,
     set_deterministic,
 )
-from mlptrain.trainer import FitState, LoopSettings
 
 # Keys a resumed run may change: they do not alter what the finished epochs mean.
 SAFE_ON_RESUME = (

@@ -10,8 +10,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from mlptrain.config import Config
-from mlptrain.config_files import config_to_dict
+from mlptrain.config.files import config_to_dict
+from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
 
 # Each model keeps its own value of these; every other key must be equal in a group.

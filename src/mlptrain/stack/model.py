@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mlptrain.model import ACTIVATIONS, MLP
-from mlptrain.random_bits import INT16_LEVELS, int16_bits
+from mlptrain.model.mlp import ACTIVATIONS, MLP
+from mlptrain.model.random_bits import INT16_LEVELS, int16_bits
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # nn.BatchNorm1d's defaults, which MLP uses
 

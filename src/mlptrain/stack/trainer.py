@@ -20,12 +20,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mlptrain.datasets import DataSplits, Split
-from mlptrain.model import MLP
-from mlptrain.optim import current_lr
+from mlptrain.data.splits import DataSplits, Split
+from mlptrain.model.mlp import MLP
 from mlptrain.stack.model import StackedMLP
 from mlptrain.stack.optim import FusedAdam, repoint
-from mlptrain.trainer import (
+from mlptrain.training.loop import (
     FitState,
     Hooks,
     LoopSettings,
@@ -33,6 +32,7 @@ from mlptrain.trainer import (
     TrainingInterrupted,
     autocast,
 )
+from mlptrain.training.optim import current_lr
 
 
 @dataclass

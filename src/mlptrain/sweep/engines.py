@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlptrain.fsutil import atomic_write_text
-from mlptrain.monitor import Monitor
+from mlptrain.config.monitor import Monitor
 from mlptrain.sweep.report import row_for, score, write_reports
 from mlptrain.sweep.settings import SweepSettings
 from mlptrain.sweep.spec import encode, overrides
@@ -34,6 +33,7 @@ from mlptrain.sweep.trials import (
     run_group,
     run_trial,
 )
+from mlptrain.util.files import atomic_write_text
 
 log = logging.getLogger("mlptrain")
 
@@ -109,7 +109,7 @@ class SweepContext:
     def stack_groups(self, params_list: list[dict[str, Any]]) -> list[list[int]]:
         """Positions of `params_list` in groups that can be trained together: equal in
         every key that fixes shapes and the data pipeline, at most `stack` each."""
-        from mlptrain.config_files import load_config
+        from mlptrain.config.files import load_config
         from mlptrain.stack.compat import group_key
 
         size = max(1, self.settings.stack)

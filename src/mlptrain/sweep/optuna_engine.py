@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from mlptrain.errors import EXIT_USAGE, StopRun, UsageError
-from mlptrain.logs import get_logger
 from mlptrain.sweep.engines import SweepContext, run_all
 from mlptrain.sweep.report import score
 from mlptrain.sweep.spec import ParamSpec, decode
@@ -36,6 +35,7 @@ from mlptrain.sweep.trials import (
     finished_result,
     free_run_dir,
 )
+from mlptrain.util.logs import get_logger
 
 log = get_logger()
 MAX_RETRIES = 3  # times one set of parameters is queued again after its machine died

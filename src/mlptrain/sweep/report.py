@@ -8,12 +8,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mlptrain.config_files import config_to_yaml, load_config
-from mlptrain.fsutil import atomic_write_text
-from mlptrain.monitor import Monitor
-from mlptrain.reports import pyplot, save
+from mlptrain.artifacts.reports import pyplot, save
+from mlptrain.config.files import config_to_yaml, load_config
+from mlptrain.config.monitor import Monitor
 from mlptrain.sweep.spec import encode
 from mlptrain.sweep.trials import TrialResult
+from mlptrain.util.files import atomic_write_text
 
 SUMMARY_COLUMNS = TrialResult.columns()
 

@@ -9,15 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mlptrain.config import Config, validate
-from mlptrain.config_files import apply_overrides, config_to_dict, config_to_yaml, load_config
+from mlptrain.artifacts.rundir import RunDir
+from mlptrain.config.files import apply_overrides, config_to_dict, config_to_yaml, load_config
+from mlptrain.config.schema import Config, validate
 from mlptrain.errors import EXIT_INTERRUPTED, StopRun, UsageError
-from mlptrain.fsutil import atomic_write_text
-from mlptrain.logs import LogFile, get_logger
-from mlptrain.rundir import RunDir
-from mlptrain.stopping import TwoStageStop
 from mlptrain.sweep.settings import SETTINGS_FILE, SweepSettings
 from mlptrain.sweep.spec import overrides
+from mlptrain.util.files import atomic_write_text
+from mlptrain.util.logs import LogFile, get_logger
+from mlptrain.util.stopping import TwoStageStop
 
 log = get_logger()
 BASE_CONFIG = "base_config.yaml"
@@ -57,11 +57,11 @@ def _prepare_data(base: Config) -> None:
     # Once, here: trials then find the files in place (or your own data decoded and
     # cached) instead of each importing or decoding them at once.
     if not base.data.is_builtin:
-        from mlptrain.userdata import load_user_data
+        from mlptrain.data.userdata import load_user_data
 
         load_user_data(base.data)
         return
-    from mlptrain.datafiles import DATASETS, prepare_files
+    from mlptrain.data.registry import DATASETS, prepare_files
 
     prepare_files(DATASETS[base.data.dataset], base.data)
 

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlptrain.config.monitor import Monitor
 from mlptrain.errors import UsageError
-from mlptrain.monitor import Monitor
 from mlptrain.sweep.spec import ParamSpec
 
 SETTINGS_FILE = "sweep.json"

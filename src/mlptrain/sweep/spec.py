@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from mlptrain.config_files import parse_override
+from mlptrain.config.files import parse_override
 from mlptrain.errors import UsageError
 
 PARAM_KINDS = ("uniform", "loguniform", "int", "logint", "choice")

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mlptrain.monitor import Monitor
+from mlptrain.config.monitor import Monitor
 from mlptrain.sweep.spec import overrides
 
 POLL_SECONDS = 0.2

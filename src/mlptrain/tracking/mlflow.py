@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mlptrain.config import Config
+from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
-from mlptrain.fsutil import atomic_write_text
-from mlptrain.logs import get_logger
-from mlptrain.tracking import EPOCH_KEYS, INSTALL, Tracker, flat_config
+from mlptrain.tracking.base import EPOCH_KEYS, INSTALL, Tracker, flat_config
+from mlptrain.util.files import atomic_write_text
+from mlptrain.util.logs import get_logger
 
 log = get_logger()
 MLFLOW_RECORD = "mlflow.json"  # in the run folder: the MLflow run that --resume continues

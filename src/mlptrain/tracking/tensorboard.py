@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlptrain.config import Config
+from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
-from mlptrain.tracking import EPOCH_KEYS, INSTALL, Tracker, flat_config
+from mlptrain.tracking.base import EPOCH_KEYS, INSTALL, Tracker, flat_config
 
 
 class TensorBoardTracker(Tracker):

@@ -1,0 +1,64 @@
+"""Several checkpoints of one dataset as one model: the average of their probabilities.
+
+Ensemble's output is the logarithm of the averaged probabilities: logits in every sense
+that matters downstream (their softmax is the average, their argmax its top class, the
+cross-entropy on them the ensemble's loss), so evaluation, prediction and export treat an
+ensemble like any model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mlptrain.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
+from mlptrain.errors import UsageError
+from mlptrain.model.mlp import MLP, ModelSpec
+
+
+class Ensemble(nn.Module):
+    def __init__(self, models: Sequence[MLP]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(models)
+        self.spec = models[0].spec  # the input's size, which every member shares
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack(
+            [member(pixels).float().log_softmax(dim=1) for member in self.members]
+        )
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
+def load_ensemble(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], Ensemble]:
+    """The checkpoints and their ensemble (on the CPU). They must be of one dataset: the
+    same classes, in the same order, and the same image size."""
+    if len(paths) < 2:
+        raise UsageError("an ensemble needs at least two checkpoints")
+    checkpoints = [load_checkpoint(path) for path in paths]
+    first, origin = checkpoints[0], Path(paths[0])
+    size = ModelSpec.from_dict(first["model_spec"]).image_size
+    for path, checkpoint in zip(paths[1:], checkpoints[1:], strict=True):
+        differences = [
+            what
+            for what, differs in (
+                ("dataset", checkpoint["dataset"] != first["dataset"]),
+                ("classes", list(checkpoint["class_names"]) != list(first["class_names"])),
+                ("image size", ModelSpec.from_dict(checkpoint["model_spec"]).image_size != size),
+            )
+            if differs
+        ]
+        if differences:
+            raise UsageError(
+                f"an ensemble's checkpoints must be of one dataset, but {path} differs from "
+                f"{origin} in its {' and '.join(differences)}"
+            )
+    models = [
+        model_from_checkpoint(checkpoint, str(path))
+        for path, checkpoint in zip(paths, checkpoints, strict=True)
+    ]
+    return checkpoints, Ensemble(models)
