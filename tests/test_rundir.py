@@ -6,7 +6,8 @@ from datetime import datetime
 
 import pytest
 
-from mlptrain.artifacts.rundir import METRIC_FIELDS, RunDir, write_evaluation
+from mlptrain.artifacts.metrics import METRIC_FIELDS
+from mlptrain.artifacts.rundir import RunDir, write_evaluation
 from mlptrain.errors import UsageError
 
 NOW = datetime(2026, 1, 2, 3, 4, 5)

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlptrain.config.files import ConfigSource, apply_overrides, config_to_dict, load_config
-from mlptrain.config.schema import Config, validate
+from mlptrain.config.files import ConfigSource, build_config, config_to_dict, load_config
+from mlptrain.config.schema import Config
 
 if TYPE_CHECKING:
     from mlptrain.evaluation.evaluator import Evaluation
@@ -34,9 +34,8 @@ def resolve_config(config: ConfigLike, overrides: Sequence[str] = ()) -> Config:
     `overrides` (KEY=VALUE, values parsed as YAML) applied."""
     if not isinstance(config, (Config, Mapping)):
         return load_config(config, overrides)
-    document = config_to_dict(config) if isinstance(config, Config) else dict(config)
-    origin = "config with overrides" if overrides else "config"
-    return validate(apply_overrides(document, overrides), origin)
+    document = config_to_dict(config) if isinstance(config, Config) else config
+    return build_config([("config", document)], overrides, origin="config")
 
 
 def train(

@@ -10,6 +10,24 @@ if TYPE_CHECKING:
     import torch
 
 
+# Every field of an epoch record, in metrics.csv's column order; True marks the curves
+# that trackers (TensorBoard, MLflow) log per epoch.
+EPOCH_FIELDS = {
+    "epoch": False,
+    "train_loss": True,
+    "train_accuracy": True,
+    "val_loss": True,
+    "val_accuracy": True,
+    "lr": True,
+    "epoch_seconds": False,
+    "train_seconds": False,
+    "samples_per_second": True,
+    "skipped_batches": False,
+}
+METRIC_FIELDS = tuple(EPOCH_FIELDS)  # metrics.csv's columns
+CURVES = tuple(name for name, curve in EPOCH_FIELDS.items() if curve)
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """A model's loss, accuracy and predictions on one split (tensors on the CPU, or numpy

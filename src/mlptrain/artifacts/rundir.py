@@ -11,21 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mlptrain.artifacts.metrics import METRIC_FIELDS
 from mlptrain.errors import UsageError
 from mlptrain.util.files import atomic_write_text
-
-METRIC_FIELDS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "epoch_seconds",
-    "train_seconds",
-    "samples_per_second",
-    "skipped_batches",
-)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,21 @@ def add_data_arguments(
     parser.add_argument(
         "--device", default=device_default, help=f"auto | cpu | cuda | cuda:N ({fallback})"
     )
+
+
+def given_flags(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, but: Iterable[str] = ()
+) -> list[str]:
+    """The flags given on the command line (set to other than their defaults), but those
+    in `but`: what `--resume` refuses is every flag it does not take, derived here."""
+    given = []
+    for action in parser._actions:
+        if not action.option_strings or action.option_strings[0] in but:
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value not in (None, False, []) and value != action.default:
+            given.append(action.option_strings[0])
+    return given
 
 
 class _PrintAndExit(argparse.Action):

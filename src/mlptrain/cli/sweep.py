@@ -10,12 +10,12 @@ from mlptrain.cli.common import (
     add_config_arguments,
     add_version_argument,
     flag_settings,
+    given_flags,
     run_command,
 )
 from mlptrain.config.files import load_config
-from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
-from mlptrain.sweep.settings import parse_devices
+from mlptrain.sweep.settings import parse_devices, plan_sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,12 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RESUME_TAKES = ("--resume", "--workers", "--devices")  # what --resume takes; the rest is refused
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command("mlp-sweep", lambda: sweep(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_command("mlp-sweep", lambda: sweep(args, given_flags(parser, args, RESUME_TAKES)))
 
 
-def sweep(args: argparse.Namespace) -> int:
+def sweep(args: argparse.Namespace, clashing: list[str]) -> int:
     from mlptrain.sweep.runner import create_sweep, load_sweep, run_sweep
     from mlptrain.util.logs import setup_logging
 
@@ -109,7 +113,11 @@ def sweep(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.resume is not None:
-        _refuse_with_resume(args)
+        if clashing:
+            raise UsageError(
+                f"--resume continues a sweep as it was set up; {', '.join(clashing)} cannot be "
+                "used with it (only --workers and --devices)"
+            )
         folder, settings = load_sweep(args.resume)
         if args.devices is not None:  # another machine may resume with other devices
             settings = replace(settings, devices=parse_devices(args.devices))
@@ -117,97 +125,25 @@ def sweep(args: argparse.Namespace) -> int:
         settings = flag_settings(args, absolute_source=True)
         name = settings.pop("name", None)
         base = load_config(args.config, args.overrides, settings)
-        planned = sweep_settings(args, base)
+        planned = plan_sweep(
+            base,
+            grid=args.grid,
+            params=args.param,
+            search=args.search,
+            trials=args.trials,
+            prune=args.prune,
+            stack=args.stack,
+            workers=args.workers,
+            devices=args.devices,
+            storage=args.storage,
+            study=args.study,
+            heartbeat=args.heartbeat,
+            grace=args.grace,
+        )
         planned.check_workers(planned.workers)  # before the sweep folder exists
         folder, settings = create_sweep(base, planned, name or base.name)
     run_sweep(folder, settings, args.workers)
     return 0
-
-
-def sweep_settings(args: argparse.Namespace, base: Config):
-    """The sweep the flags describe (checked for flags that do not go together)."""
-    from mlptrain.sweep.settings import SweepSettings
-    from mlptrain.sweep.spec import grid_points, parse_grid, parse_param
-
-    mode = args.search or ("optuna" if args.param else "grid")
-    devices = parse_devices(args.devices) if args.devices is not None else []
-    if args.stack is not None and args.stack < 2:
-        raise UsageError(f"--stack takes at least 2 trials per group, got {args.stack}")
-    if args.stack and args.prune:
-        raise UsageError(
-            "--stack and --prune do not go together: trials trained together end together, "
-            "so one cannot be stopped alone (early stopping in the config still works)"
-        )
-    if args.stack and base.training.compile:
-        raise UsageError("--stack cannot train models with training.compile: true together")
-    common = {
-        "workers": args.workers or len(devices) or 1,
-        "monitor": base.training.select_best_by,
-        "devices": devices,
-        "stack": args.stack or 0,
-    }
-    if mode == "grid":
-        if not args.grid or args.param or args.trials or args.prune or args.storage:
-            raise UsageError(
-                "a grid sweep takes --grid KEY=V1,V2,... (one or more) and none of --param, "
-                "--trials, --prune, --storage; use --search optuna for those"
-            )
-        grid = [parse_grid(text) for text in args.grid]
-        keys = [key for key, _ in grid]
-        return SweepSettings("grid", keys, seed=base.seed, points=grid_points(grid), **common)
-    if args.grid or not args.param or not args.trials or args.trials < 1:
-        raise UsageError(
-            "--search optuna takes --trials N and one or more --param KEY=KIND:..., and no --grid"
-        )
-    if (args.storage is None) != (args.study is None):
-        raise UsageError("--storage and --study go together: name the study to share")
-    if args.heartbeat <= 0 or args.grace <= args.heartbeat:
-        raise UsageError("--heartbeat must be above 0 and --grace above --heartbeat")
-    from mlptrain.sweep.storage import import_optuna, normalize, open_storage
-
-    optuna = import_optuna()  # a missing package is reported before anything starts
-    storage = normalize(args.storage) if args.storage else None
-    if storage:
-        open_storage(optuna, storage)  # unreachable, refused or driverless: exit 2 now
-    specs = [parse_param(text) for text in args.param]
-    if len({spec.key for spec in specs}) != len(specs):
-        raise UsageError("each key may appear in one --param only")
-    return SweepSettings(
-        "optuna",
-        [spec.key for spec in specs],
-        # Sweeps sharing a study must not draw the same "random" points in lockstep.
-        seed=None if args.storage else base.seed,
-        params=specs,
-        trials=args.trials,
-        prune=args.prune,
-        storage=storage,
-        study=args.study,
-        heartbeat=args.heartbeat,
-        grace=args.grace,
-        **common,
-    )
-
-
-def _refuse_with_resume(args: argparse.Namespace) -> None:
-    given = [
-        flag
-        for flag, value in (
-            ("--config", args.config),
-            ("--grid", args.grid),
-            ("--param", args.param),
-            ("--set", args.overrides),
-            ("--trials", args.trials),
-            ("--storage", args.storage),
-            ("--name", args.name),
-            ("--stack", args.stack),
-        )
-        if value
-    ]
-    if given:
-        raise UsageError(
-            f"--resume continues a sweep as it was set up; {', '.join(given)} cannot be used "
-            "with it (only --workers and --devices)"
-        )
 
 
 if __name__ == "__main__":

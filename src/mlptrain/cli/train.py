@@ -10,6 +10,7 @@ from mlptrain.cli.common import (
     add_config_arguments,
     add_version_argument,
     flag_settings,
+    given_flags,
     run_command,
 )
 from mlptrain.config.files import config_to_yaml, load_config
@@ -47,15 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What --resume takes besides itself (the --set keys and flag settings are checked against
+# SAFE_ON_RESUME when the run's config is read back); every other flag is refused.
+RESUME_TAKES = ("--resume", "--set", "--data-source", "--no-verify", "--device", "--quiet",
+                "--tensorboard", "--mlflow")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command("mlp-train", lambda: train(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_command("mlp-train", lambda: train(args, given_flags(parser, args, RESUME_TAKES)))
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace, clashing: list[str]) -> int:
     settings = flag_settings(args)
     show_bar = not args.quiet and sys.stderr.isatty()
     if args.resume is not None:
+        if clashing:
+            raise UsageError(
+                f"--resume continues a run with its own config; {', '.join(clashing)} cannot "
+                "be used with it"
+            )
         return resume(args, settings, show_bar)
     if args.group is not None:
         return train_group_file(args, settings)
@@ -130,20 +143,6 @@ def group_status(result) -> int:
 
 
 def resume(args: argparse.Namespace, settings: dict, show_bar: bool) -> int:
-    flags = {
-        "--config": args.config,
-        "--name": args.name,
-        "--print-config": args.print_config,
-        "--run-dir": args.run_dir,
-        "--seeds": args.seeds,
-        "--group": args.group,
-    }
-    clashing = [flag for flag, given in flags.items() if given]
-    if clashing:
-        raise UsageError(
-            f"--resume continues a run with its own config; {', '.join(clashing)} cannot be "
-            "used with it"
-        )
     from mlptrain.run.group import GroupFile, resume_group
     from mlptrain.run.runner import resume as resume_run
     from mlptrain.util.logs import setup_logging

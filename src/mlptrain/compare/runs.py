@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mlptrain.config.files import flatten
 from mlptrain.config.monitor import Monitor
 
 # Keys that name or place a run rather than define it: never a column, never a group key.
@@ -53,16 +54,6 @@ class Row:
     runs: list[Run]
     label: str
     values: dict[str, Any] = field(default_factory=dict)
-
-
-def flatten(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in document.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def find_runs(arguments: Iterable[str]) -> tuple[list[Path], list[str]]:

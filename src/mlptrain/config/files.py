@@ -138,22 +138,35 @@ def load_config(
     """Read config files (or start from the defaults), apply overrides, validate.
 
     `config` is a path or a shipped name (`fashion`), or several: later files override
-    earlier ones key by key (sections merge, lists and values replace). `overrides` are
-    `KEY=VALUE` strings (values parsed as YAML), applied next; `settings` maps dotted keys
-    to values already parsed (from dedicated flags such as --name), applied last. An error
-    names the file or flag its key came from when there is more than one.
+    earlier ones key by key (sections merge, lists and values replace). `overrides` and
+    `settings` as for build_config. An error names the file or flag its key came from
+    when there is more than one.
     """
     sources = [] if config is None else [config] if isinstance(config, (str, Path)) else config
     layers = [(str(source), read_config_file(locate(source))) for source in sources]
+    return build_config(layers, overrides, settings)
+
+
+def build_config(
+    layers: Sequence[tuple[str, Mapping[str, Any]]],
+    overrides: Sequence[str] = (),
+    settings: Mapping[str, Any] | None = None,
+    origin: str | None = None,
+) -> Config:
+    """The one way from plain documents to a Config: `layers` (name, document) merged in
+    order, then `overrides` (`KEY=VALUE` strings, values parsed as YAML), then `settings`
+    (dotted keys to values already parsed, from dedicated flags such as --name),
+    validated. `origin` names the whole in an error (default: the layers' names)."""
     document, origins = merge_layers(layers)
     for text in overrides:
         parts, value = parse_override(text)
         _set_traced(document, origins, parts, value, f"--set {text!r}")
     for key, value in (settings or {}).items():
         _set_traced(document, origins, key.split("."), value, "command line")
-    origin = "config " + " + ".join(name for name, _ in layers) if layers else "config"
-    if overrides or settings:
-        origin += " with command-line overrides"
+    if origin is None:
+        origin = "config " + " + ".join(name for name, _ in layers) if layers else "config"
+        if overrides or settings:
+            origin += " with command-line overrides"
     traced = origins if len(layers) + len(overrides) + len(settings or {}) > 1 else None
     return validate(document, origin, traced)
 
@@ -194,6 +207,17 @@ def _record(origins: dict[str, str], dotted: str, origin: str) -> None:
 
 def config_to_dict(config: Config) -> dict[str, Any]:
     return config.model_dump(mode="json")
+
+
+def flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a.b": value} for every leaf of a nested config dict (sections are not leaves)."""
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class _Dumper(yaml.SafeDumper):

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlptrain.config.messages import describe_errors
+from mlptrain.config.monitor import MONITORS
 from mlptrain.errors import UsageError
 
 BUILTIN_DATASETS = ("mnist", "fashion_mnist")
@@ -167,7 +168,7 @@ class EarlyStoppingConfig(_Section):
 
 
 AMP_MODES = ("none", "bf16", "auto")
-BEST_BY = ("val_accuracy", "val_loss")
+BEST_BY = tuple(MONITORS)  # the monitor's metrics
 NONFINITE_ACTIONS = ("stop", "skip_batch")
 
 
@@ -184,9 +185,6 @@ class TrainingConfig(_Section):
     grad_clip: float | None = Field(None, gt=0.0)  # max gradient norm
     early_stopping: EarlyStoppingConfig | None = None
     select_best_by: Literal[BEST_BY] = "val_accuracy"
-
-
-TRACKING_URI = r"^(https?|file|sqlite|postgresql|mysql)(\+\w+)?:"
 
 
 class MlflowConfig(_Section):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import time
 import zipfile
 from collections.abc import Callable
@@ -25,8 +24,9 @@ import numpy as np
 from mlptrain.config.schema import DataConfig
 from mlptrain.errors import UsageError
 from mlptrain.util.files import atomic_write_bytes
+from mlptrain.util.logs import get_logger
 
-log = logging.getLogger("mlptrain")
+log = get_logger()
 
 CACHE_FORMAT = 1
 ARRAYS = ("class_names", "train_images", "train_labels", "test_images", "test_labels")

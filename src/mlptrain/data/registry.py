@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
 import os
 import zlib
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ import numpy as np
 from mlptrain.config.schema import DataConfig
 from mlptrain.errors import UsageError
 from mlptrain.util.files import atomic_write_bytes
+from mlptrain.util.logs import get_logger
 
-log = logging.getLogger("mlptrain")
+log = get_logger()
 
 SOURCE_ENV = "MLPTRAIN_DATA_SOURCE"
 TRAIN_IMAGES = "train-images-idx3-ubyte"

@@ -8,7 +8,6 @@ and parsing the files is datafiles.py's job (no torch there).
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -29,8 +28,9 @@ from mlptrain.data.registry import (
 )
 from mlptrain.data.userdata import load_user_data
 from mlptrain.errors import UsageError
+from mlptrain.util.logs import get_logger
 
-log = logging.getLogger("mlptrain")
+log = get_logger()
 
 
 @dataclass(frozen=True)

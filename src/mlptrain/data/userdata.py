@@ -11,7 +11,6 @@ torch, so the exported-model path reads a test split without it.
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ from mlptrain.config.schema import DataConfig
 from mlptrain.data.cache import Listing, cached_arrays
 from mlptrain.data.pixel_csv import read_pixel_csv
 from mlptrain.errors import UsageError
+from mlptrain.util.logs import get_logger
 
-log = logging.getLogger("mlptrain")
+log = get_logger()
 
 # Folder pairs that hold a dataset's own split, as fastai's mnist_png (training/testing).
 SPLIT_FOLDERS = (("training", "testing"), ("train", "test"))

@@ -5,7 +5,6 @@ test of best.pt and `mlptrain.evaluate` all come here.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,8 @@ from torch import nn
 from mlptrain.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
 from mlptrain.artifacts.metrics import EvalResult, summarize
 from mlptrain.artifacts.rundir import write_evaluation
-from mlptrain.config.files import set_key
-from mlptrain.config.schema import Config, validate
+from mlptrain.config.files import build_config
+from mlptrain.config.schema import Config
 from mlptrain.data.splits import Split, check_classes, load_splits, load_test_split
 from mlptrain.errors import UsageError
 from mlptrain.training.loop import evaluate
@@ -64,10 +63,8 @@ def stored_config(
 ) -> Config:
     """The run's config from its checkpoint, with dotted `settings` (where the data is,
     the device) applied."""
-    document = copy.deepcopy(dict(checkpoint["config"]))
-    for key, value in settings.items():
-        set_key(document, key.split("."), value, "command line")
-    return validate(document, f"config stored in {origin}")
+    layers = [(str(origin), checkpoint["config"])]
+    return build_config(layers, settings=settings, origin=f"config stored in {origin}")
 
 
 def load_model(path: Path, device: torch.device) -> tuple[dict[str, Any], nn.Module]:

@@ -3,7 +3,6 @@ resumed one) to the device, data, model, optimizer, schedule and fit state."""
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +10,8 @@ from typing import Any
 
 import torch
 
-from mlptrain.config.files import parse_override, set_key
-from mlptrain.config.schema import Config, validate
+from mlptrain.config.files import build_config, parse_override
+from mlptrain.config.schema import Config
 from mlptrain.data.splits import DataSplits, check_classes, load_splits, pixel_stats
 from mlptrain.errors import UsageError
 from mlptrain.model.mlp import MLP, ModelSpec
@@ -136,19 +135,17 @@ def resumed_config(
     run_path: Path, stored: dict[str, Any], overrides: list[str], settings: dict[str, Any]
 ) -> Config:
     """The stored config with the changes a resumed run allows (SAFE_ON_RESUME)."""
-    document = copy.deepcopy(stored)
-    changes = [(parse_override(text), f"--set {text!r}") for text in overrides]
-    changes += [((key.split("."), value), "command line") for key, value in settings.items()]
-    for (parts, value), origin in changes:
-        key = ".".join(parts)
+    changes = [(".".join(parse_override(text)[0]), f"--set {text!r}") for text in overrides]
+    changes += [(key, "command line") for key in settings]
+    for key, origin in changes:
         if key not in SAFE_ON_RESUME:
             raise UsageError(
                 f"{origin}: {key} cannot change when a run is resumed (only "
                 f"{', '.join(SAFE_ON_RESUME)} can); start a new run from its config instead: "
                 f"mlp-train --config {run_path / 'config.yaml'} --set ..."
             )
-        set_key(document, parts, value, origin)
-    config = validate(document, f"config of {run_path}")
+    layers = [(str(run_path / "last.pt"), stored)]
+    config = build_config(layers, overrides, settings, origin=f"config of {run_path}")
     if config.training.epochs != stored["training"]["epochs"] and config.scheduler.name in (
         "cosine",
         "onecycle",

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from mlptrain.config.files import config_to_dict
+from mlptrain.config.files import config_to_dict, flatten
 from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
 
@@ -29,21 +29,9 @@ PER_MODEL_KEYS = (
 )
 
 
-def flat_keys(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a.b": value} for every leaf of a nested config dict."""
-    flat: dict[str, Any] = {}
-    for key, value in document.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flat_keys(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def shared_part(config: Config) -> dict[str, Any]:
     """The config's keys that must be equal across a group."""
-    flat = flat_keys(config_to_dict(config))
+    flat = flatten(config_to_dict(config))
     return {key: value for key, value in flat.items() if key not in PER_MODEL_KEYS}
 
 

@@ -8,7 +8,6 @@ trials.json for a grid, the Optuna study for a search.
 from __future__ import annotations
 
 import json
-import logging
 import queue
 import subprocess
 import threading
@@ -34,8 +33,9 @@ from mlptrain.sweep.trials import (
     run_trial,
 )
 from mlptrain.util.files import atomic_write_text
+from mlptrain.util.logs import get_logger
 
-log = logging.getLogger("mlptrain")
+log = get_logger()
 
 
 @dataclass

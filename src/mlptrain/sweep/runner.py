@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mlptrain.artifacts.rundir import RunDir
-from mlptrain.config.files import apply_overrides, config_to_dict, config_to_yaml, load_config
-from mlptrain.config.schema import Config, validate
+from mlptrain.config.files import build_config, config_to_dict, config_to_yaml, load_config
+from mlptrain.config.schema import Config
 from mlptrain.errors import EXIT_INTERRUPTED, StopRun, UsageError
 from mlptrain.sweep.settings import SETTINGS_FILE, SweepSettings
 from mlptrain.sweep.spec import overrides
@@ -30,8 +30,8 @@ def check_trial(base: Config, params: dict[str, Any]) -> None:
             "training.select_best_by cannot be swept: a sweep compares its trials by one "
             "metric; set it in the base config"
         )
-    document = apply_overrides(config_to_dict(base), overrides(params))
-    validate(document, "trial config (" + ", ".join(overrides(params)) + ")")
+    origin = "trial config (" + ", ".join(overrides(params)) + ")"
+    build_config([("base config", config_to_dict(base))], overrides(params), origin=origin)
 
 
 def create_sweep(base: Config, settings: SweepSettings, name: str) -> tuple[Path, SweepSettings]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlptrain.config.monitor import Monitor
+from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
-from mlptrain.sweep.spec import ParamSpec
+from mlptrain.sweep.spec import ParamSpec, grid_points, parse_grid, parse_param
 
 SETTINGS_FILE = "sweep.json"
 
@@ -114,3 +116,80 @@ def parse_devices(text: str) -> list[str]:
                 f"--devices: {device} does not exist here ({count} visible CUDA GPU(s))"
             )
     return devices
+
+
+def plan_sweep(
+    base: Config,
+    *,
+    grid: Sequence[str] = (),
+    params: Sequence[str] = (),
+    search: str | None = None,
+    trials: int | None = None,
+    prune: bool = False,
+    stack: int | None = None,
+    workers: int | None = None,
+    devices: str | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    heartbeat: float = 10.0,
+    grace: float = 60.0,
+) -> SweepSettings:
+    """The sweep that mlp-sweep's flags describe (each argument is the flag of that name,
+    as given), checked for values and flags that do not go together."""
+    mode = search or ("optuna" if params else "grid")
+    pinned = parse_devices(devices) if devices is not None else []
+    if stack is not None and stack < 2:
+        raise UsageError(f"--stack takes at least 2 trials per group, got {stack}")
+    if stack and prune:
+        raise UsageError(
+            "--stack and --prune do not go together: trials trained together end together, "
+            "so one cannot be stopped alone (early stopping in the config still works)"
+        )
+    if stack and base.training.compile:
+        raise UsageError("--stack cannot train models with training.compile: true together")
+    common = {
+        "workers": workers or len(pinned) or 1,
+        "monitor": base.training.select_best_by,
+        "devices": pinned,
+        "stack": stack or 0,
+    }
+    if mode == "grid":
+        if not grid or params or trials or prune or storage:
+            raise UsageError(
+                "a grid sweep takes --grid KEY=V1,V2,... (one or more) and none of --param, "
+                "--trials, --prune, --storage; use --search optuna for those"
+            )
+        axes = [parse_grid(text) for text in grid]
+        keys = [key for key, _ in axes]
+        return SweepSettings("grid", keys, seed=base.seed, points=grid_points(axes), **common)
+    if grid or not params or not trials or trials < 1:
+        raise UsageError(
+            "--search optuna takes --trials N and one or more --param KEY=KIND:..., and no --grid"
+        )
+    if (storage is None) != (study is None):
+        raise UsageError("--storage and --study go together: name the study to share")
+    if heartbeat <= 0 or grace <= heartbeat:
+        raise UsageError("--heartbeat must be above 0 and --grace above --heartbeat")
+    from mlptrain.sweep.storage import import_optuna, normalize, open_storage
+
+    optuna = import_optuna()  # a missing package is reported before anything starts
+    storage = normalize(storage) if storage else None
+    if storage:
+        open_storage(optuna, storage)  # unreachable, refused or driverless: exit 2 now
+    specs = [parse_param(text) for text in params]
+    if len({spec.key for spec in specs}) != len(specs):
+        raise UsageError("each key may appear in one --param only")
+    return SweepSettings(
+        "optuna",
+        [spec.key for spec in specs],
+        # Sweeps sharing a study must not draw the same "random" points in lockstep.
+        seed=None if storage else base.seed,
+        params=specs,
+        trials=trials,
+        prune=prune,
+        storage=storage,
+        study=study,
+        heartbeat=heartbeat,
+        grace=grace,
+        **common,
+    )

@@ -7,35 +7,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mlptrain.config.files import config_to_dict
+from mlptrain.config.files import config_to_dict, flatten
 from mlptrain.config.schema import Config
 from mlptrain.training.loop import HookList, Hooks
 
 INSTALL = "pip install 'mlptrain[tracking]'"
-EPOCH_KEYS = (
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "samples_per_second",
-)
 
 
 def flat_config(config: Config) -> dict[str, Any]:
-    """The resolved config as dotted keys with plain values (lists as text)."""
-
-    def walk(node: dict[str, Any], prefix: str) -> dict[str, Any]:
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            if isinstance(value, dict):
-                flat.update(walk(value, f"{prefix}{key}."))
-            else:
-                plain = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
-                flat[f"{prefix}{key}"] = plain
-        return flat
-
-    return walk(config_to_dict(config), "")
+    """The resolved config as dotted keys with plain values (lists as JSON text)."""
+    return {
+        key: value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+        for key, value in flatten(config_to_dict(config)).items()
+    }
 
 
 class Tracker(Hooks):

@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mlptrain.artifacts.metrics import CURVES
 from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
-from mlptrain.tracking.base import EPOCH_KEYS, INSTALL, Tracker, flat_config
+from mlptrain.tracking.base import INSTALL, Tracker, flat_config
 from mlptrain.util.files import atomic_write_text
 from mlptrain.util.logs import get_logger
 
@@ -141,7 +142,7 @@ class MlflowTracker(Tracker):
         epoch, stamp = int(record["epoch"]), _now_ms()
         metrics = [
             Metric(key, float(record[key]), stamp, epoch)
-            for key in EPOCH_KEYS
+            for key in CURVES
             if record.get(key) is not None
         ]
         self._call(f"epoch {epoch}", self.client.log_batch, self.run_id, metrics=metrics)

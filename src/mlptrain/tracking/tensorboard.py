@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlptrain.artifacts.metrics import CURVES
 from mlptrain.config.schema import Config
 from mlptrain.errors import UsageError
-from mlptrain.tracking.base import EPOCH_KEYS, INSTALL, Tracker, flat_config
+from mlptrain.tracking.base import INSTALL, Tracker, flat_config
 
 
 class TensorBoardTracker(Tracker):
@@ -47,7 +48,7 @@ class TensorBoardTracker(Tracker):
 
     def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
         epoch = int(record["epoch"])
-        for key in EPOCH_KEYS:
+        for key in CURVES:
             if record.get(key) is not None:
                 self.writer.add_scalar(f"epoch/{key}", float(record[key]), epoch)
         self.writer.flush()
