@@ -1,7 +1,7 @@
 """Train every tutorial recipe and preset, several seeds each, and write docs/results.md.
 
 Each run is an ordinary run folder (kept under runs/reproduce-<time>/). A recipe's seeds
-are trained together in one process (mlp-train --group: stacked weights, the small
+are trained together in one process (one trial process: stacked weights, the small
 tutorial models' fastest way); a preset's seeds, whose time limit is per run, one after
 another (--separate: every entry that way). What each run reached is added to
 docs/results.json as soon as it finishes, so an interrupted or partial reproduction
@@ -35,7 +35,7 @@ from mlptrain.config.files import load_config, parse_override
 from mlptrain.config.monitor import Monitor
 from mlptrain.data.registry import find_source
 from mlptrain.errors import EXIT_INTERRUPTED, UsageError
-from mlptrain.sweep.trials import COMPLETE, INTERRUPTED, run_group, run_trial
+from mlptrain.sweep.trials import COMPLETE, INTERRUPTED, run_trials
 from mlptrain.training.runtime import describe_machine
 from mlptrain.util.files import atomic_write_text
 from mlptrain.util.stopping import TwoStageStop
@@ -147,7 +147,7 @@ def run_entry(
     entry: Entry, seeds: list[int], folder: Path, args: argparse.Namespace, stop: threading.Event
 ) -> list[dict]:
     """The entry's runs for `seeds`: several seeds of a recipe trained together in one
-    process (mlp-train --group), a preset's seeds (or everything with --separate) one
+    process (one trial process), a preset's seeds (or everything with --separate) one
     run after another, since a preset's time limit is per run."""
     params = [
         {**entry.overrides, "seed": seed, **(QUICK if args.quick else {}), **args.set}
@@ -162,15 +162,17 @@ def run_entry(
     monitor = Monitor(load_config(config).training.select_best_by)
     together = len(seeds) > 1 and not entry.is_preset and not args.separate
     started = time.perf_counter()
+    specs = folder / "specs"
     if together:
-        spec = folder / "groups" / f"{entry.name}.json"
         members = list(zip(params, run_dirs, strict=True))
-        results = run_group(config, members, spec, threads, stop, monitor)
+        spec = specs / f"{entry.name}.json"
+        results = run_trials(config, members, spec, threads, stop, monitor)
         wall = [(time.perf_counter() - started) / len(seeds)] * len(seeds)
     else:
         results, wall = [], []
         for item, run_dir in zip(params, run_dirs, strict=True):
-            results.append(run_trial(config, item, run_dir, threads, stop, monitor))
+            spec = specs / f"{run_dir.name}.json"
+            results += run_trials(config, [(item, run_dir)], spec, threads, stop, monitor)
             wall.append(time.perf_counter() - started - sum(wall))
             if results[-1].status == INTERRUPTED:
                 break

@@ -16,7 +16,7 @@ import pytest
 import mlptrain
 from mlptrain.artifacts.checkpoint import load_checkpoint
 from mlptrain.config.monitor import Monitor
-from mlptrain.sweep.trials import run_trial, summarize_history
+from mlptrain.sweep.trials import run_trials, summarize_history
 from mlptrain.training.loop import FitState, LoopSettings
 
 from .conftest import REPO, config_document, run_cli, write_config
@@ -104,7 +104,10 @@ def test_best_pt_holds_the_monitored_metrics_best_epoch(disagreeing_run):
 @pytest.mark.slow
 def test_a_trial_reports_best_pts_epoch(disagreeing_run, tmp_path):
     config = disagreeing_run / "config.yaml"
-    result = run_trial(config, {}, tmp_path / "trial", 1, threading.Event(), Monitor("val_loss"))
+    (result,) = run_trials(
+        config, [({}, tmp_path / "trial")], tmp_path / "trial.json", 1, threading.Event(),
+        Monitor("val_loss"),
+    )  # fmt: skip
     assert result.status == "complete", result.message
     assert result.best_epoch == load_checkpoint(tmp_path / "trial" / "best.pt")["epoch"]
     rows = metrics_rows(tmp_path / "trial")

@@ -452,7 +452,7 @@ def test_a_stacked_grid_trains_each_shape_in_one_process(tmp_path, synthetic_sou
     folder = sweep_folder(tmp_path)
     rows = results(folder)
     assert len(rows) == 8 and all(row["status"] == "complete" for row in rows)
-    groups = sorted((folder / "groups").iterdir())
+    groups = sorted((folder / "specs").glob("*.json"))  # the trial specs
     assert len(groups) == 2  # one process per width
     for group in groups:
         members = json.loads(group.read_text())["members"]
@@ -481,7 +481,8 @@ def test_a_stacked_optuna_search_asks_trials_in_batches(tmp_path, synthetic_sour
     rows = results(folder)
     assert sorted(int(row["trial"]) for row in rows) == list(range(5))
     assert all(row["status"] == "complete" for row in rows)
-    sizes = sorted(len(json.loads(g.read_text())["members"]) for g in (folder / "groups").iterdir())
+    specs = (folder / "specs").glob("*.json")
+    sizes = sorted(len(json.loads(spec.read_text())["members"]) for spec in specs)
     assert sizes == [2, 3]  # 3 asked together, then the 2 the study still needed
     refused = sweep(
         "--config", str(config), "--search", "optuna", "--trials", "2", "--stack", "--prune",

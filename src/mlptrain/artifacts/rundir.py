@@ -75,6 +75,14 @@ class RunDir:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def read_metrics(self) -> list[dict[str, str]]:
+        """metrics.csv's rows as text (the finished epochs); none before the first ends."""
+        try:
+            with open(self.metrics_csv, newline="", encoding="utf-8") as handle:
+                return list(csv.DictReader(handle))
+        except FileNotFoundError:
+            return []
+
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
         """Replace metrics.csv with exactly these rows (a resumed run's saved history)."""
         atomic_write_text(self.metrics_csv, _metrics_csv(records, header=True))

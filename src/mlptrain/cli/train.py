@@ -39,7 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the config once per seed, all together in one process (stacked "
         "weights): one run folder per seed, in a group folder",
     )
-    parser.add_argument("--group", metavar="FILE", help=argparse.SUPPRESS)  # mlp-sweep --stack
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
@@ -70,8 +69,6 @@ def train(args: argparse.Namespace, clashing: list[str]) -> int:
                 "be used with it"
             )
         return resume(args, settings, show_bar)
-    if args.group is not None:
-        return train_group_file(args, settings)
     config = load_config(args.config, args.overrides, settings)
     if args.print_config:
         sys.stdout.write(config_to_yaml(config))
@@ -105,27 +102,6 @@ def train_seeds(args: argparse.Namespace, config, show_bar: bool) -> int:
     setup_logging()
     result = train_group(configs, group_dir=args.run_dir, show_bar=show_bar)
     return group_status(result)
-
-
-def train_group_file(args: argparse.Namespace, settings: dict) -> int:
-    """The members of a group file: {"members": [{"overrides": [...], "run_dir": ...}]},
-    each on the --config files with its own overrides (mlp-sweep --stack writes it)."""
-    import json
-
-    from mlptrain.run.group import train_group
-    from mlptrain.util.logs import setup_logging
-
-    try:
-        members = json.loads(Path(args.group).read_text())["members"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"--group {args.group}: cannot be read: {exc}") from None
-    configs = [
-        load_config(args.config, [*args.overrides, *member["overrides"]], settings)
-        for member in members
-    ]
-    setup_logging()
-    run_dirs = [member["run_dir"] for member in members]
-    return group_status(train_group(configs, run_dirs, show_bar=False))
 
 
 def group_status(result) -> int:

@@ -7,7 +7,6 @@ and a copy of `runs/` from another machine compares as well as the original.
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import math
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from mlptrain.artifacts.rundir import RunDir
 from mlptrain.config.files import flatten
 from mlptrain.config.monitor import Monitor
 
@@ -95,7 +95,7 @@ def read_run(folder: Path) -> Run:
         raise ValueError("config.yaml is not a mapping of keys")
     config = flatten(document)
     monitor = Monitor(config.get("training.select_best_by", "val_accuracy"))
-    history = _history(folder / "metrics.csv")
+    history = _history(folder)
     test = _json(folder / "test_metrics.json")
     best_epoch = test.get("epoch") if test else monitor.best_epoch(history)
     best = next((row for row in history if row["epoch"] == best_epoch), None)
@@ -112,11 +112,8 @@ def read_run(folder: Path) -> Run:
     )
 
 
-def _history(path: Path) -> list[dict[str, float]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+def _history(folder: Path) -> list[dict[str, float]]:
+    rows = RunDir(folder).read_metrics()
     try:
         return [{key: float(value) for key, value in row.items() if value} for row in rows]
     except (TypeError, ValueError):

@@ -29,8 +29,7 @@ from mlptrain.sweep.trials import (
     PRUNED,
     TrialResult,
     free_run_dir,
-    run_group,
-    run_trial,
+    run_trials,
 )
 from mlptrain.util.files import atomic_write_text
 from mlptrain.util.logs import get_logger
@@ -70,38 +69,16 @@ class SweepContext:
     def monitor(self) -> Monitor:
         return self.settings.objective
 
-    def run_trial(self, params: dict[str, Any], run_dir: Path, on_epoch=None) -> TrialResult:
-        """Run a trial, on a free device of its own when the sweep has --devices."""
+    def run(self, members: list[tuple[dict[str, Any], Path]], on_epoch=None) -> list[TrialResult]:
+        """A trial, or trials of one shape trained together (mlp-sweep --stack), in one
+        process, on a free device of their own when the sweep has --devices."""
         device = self.devices.get() if self.devices is not None else None
         if device is not None:
-            log.info("%s starts on %s", run_dir.name, device)
+            log.info("%s starts on %s", members[0][1].name, device)
+        spec = self.folder / "specs" / f"{members[0][1].name}.json"
         try:
-            return run_trial(
-                self.base_config,
-                params,
-                run_dir,
-                self.threads,
-                self.stop,
-                self.monitor,
-                on_epoch=on_epoch,
-                processes=self.processes,
-                device=device,
-            )
-        finally:
-            if device is not None:
-                self.devices.put(device)
-
-    def run_group(self, members: list[tuple[dict[str, Any], Path]]) -> list[TrialResult]:
-        """Trials of one shape trained together (mlp-sweep --stack), on a free device of
-        their own when the sweep has --devices; one trial alone is an ordinary trial."""
-        if len(members) == 1:
-            params, run_dir = members[0]
-            return [self.run_trial(params, run_dir)]
-        device = self.devices.get() if self.devices is not None else None
-        spec = self.folder / "groups" / f"{members[0][1].name}.json"
-        try:
-            return run_group(self.base_config, members, spec, self.threads, self.stop,
-                             self.monitor, self.processes, device)  # fmt: skip
+            return run_trials(self.base_config, members, spec, self.threads, self.stop,
+                              self.monitor, on_epoch, self.processes, device)  # fmt: skip
         finally:
             if device is not None:
                 self.devices.put(device)
@@ -209,7 +186,7 @@ class GridEngine:
                 entry.update(status="running", run_dir=str(run_dir))
             self._save()
         members = [(entry["params"], Path(entry["run_dir"])) for entry in entries]
-        results = [result.to_dict() for result in context.run_group(members)]
+        results = [result.to_dict() for result in context.run(members)]
         with context.lock:
             for entry, result in zip(entries, results, strict=True):
                 entry.update(result)

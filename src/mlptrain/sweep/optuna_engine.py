@@ -278,7 +278,7 @@ class OptunaEngine:
                 beats.enter_context(_Heartbeat(trial, self.heartbeat))
             for group in self.context.stack_groups([params for _, params, _ in asked]):
                 members = [(asked[index][1], asked[index][2]) for index in group]
-                for index, result in zip(group, self.context.run_group(members), strict=True):
+                for index, result in zip(group, self.context.run(members), strict=True):
                     outcomes[index] = result.to_dict()
         if self.lost:
             log.warning(
@@ -315,7 +315,8 @@ class OptunaEngine:
                 return False
 
         with _Heartbeat(trial, self.heartbeat):
-            result = context.run_trial(params, run_dir, on_epoch).to_dict()
+            (trial_result,) = context.run([(params, run_dir)], on_epoch)
+            result = trial_result.to_dict()
         if self.lost:
             log.warning(
                 "trial %d: run folder %s is complete; it is recorded on --resume",

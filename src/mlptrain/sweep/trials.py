@@ -1,17 +1,16 @@
-"""One trial: an ordinary `mlp-train` run in its own process and folder, watched per epoch.
+"""One trial: an ordinary run in its own process and folder (mlptrain.run.trial), watched
+per epoch through its metrics.csv, and read back from its folder when it ends.
 
 A trial that crashes, runs out of memory or hits a NaN is its own process's business;
-the sweep records it as failed and goes on.
+the sweep records it as failed (with the message of its outcome file) and goes on.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -19,11 +18,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mlptrain.artifacts.rundir import RunDir
 from mlptrain.config.monitor import Monitor
+from mlptrain.run.trial import COMPLETE, FAILED, INTERRUPTED, Outcome, TrialMember, TrialSpec
 from mlptrain.sweep.spec import overrides
 
 POLL_SECONDS = 0.2
-COMPLETE, FAILED, PRUNED, INTERRUPTED = "complete", "failed", "pruned", "interrupted"
+PRUNED = "pruned"  # the sweep stopped it; its other statuses are the outcome file's words
 
 
 @dataclass
@@ -68,8 +69,7 @@ def free_run_dir(trials_dir: Path, number: int) -> Path:
 def read_history(run_dir: Path) -> list[dict[str, str]]:
     """The run's metrics.csv rows (the finished epochs); none before its first epoch."""
     try:
-        with open(run_dir / "metrics.csv", newline="") as handle:
-            return list(csv.DictReader(handle))
+        return RunDir(run_dir).read_metrics()
     except OSError:
         return []
 
@@ -91,112 +91,62 @@ def summarize_history(history: list[dict[str, str]], monitor: Monitor) -> TrialR
     return result
 
 
-def run_trial(
-    base_config: Path,
-    params: dict[str, Any],
-    run_dir: Path,
-    threads: int,
-    stop: threading.Event,
-    monitor: Monitor,
-    on_epoch: Callable[[int, float], bool] | None = None,
-    processes: set[subprocess.Popen] | None = None,
-    device: str | None = None,
-) -> TrialResult:
-    """Train one trial (on `device`, when the sweep pins its workers to devices);
-    `on_epoch(epoch, monitored value)` returning True prunes it."""
-    command = [
-        sys.executable,
-        "-m",
-        "mlptrain.cli.train",
-        "--config",
-        str(base_config),
-        *(item for override in overrides(params) for item in ("--set", override)),
-        "--set",
-        f"training.threads={threads}",
-        *(("--set", f"device={device}") if device else ()),
-        "--run-dir",
-        str(run_dir),
-        "--quiet",
-    ]
-    with tempfile.TemporaryFile("w+") as errors:
-        # Its own session: a Ctrl-C at the terminal reaches the sweep, which stops trials
-        # itself, so each one ends cleanly rather than all at once mid-write.
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=errors, text=True, start_new_session=True
-        )
-        if processes is not None:
-            processes.add(process)
-        stopped_as = _watch(process, run_dir, stop, monitor, on_epoch)
-        if processes is not None:
-            processes.discard(process)
-        errors.seek(0)
-        stderr = errors.read()
-    if stopped_as is not None:
-        result = summarize_history(read_history(run_dir), monitor)
-        result.run_dir, result.status = str(run_dir), stopped_as
-        return result
-    if process.returncode != 0:
-        result = summarize_history(read_history(run_dir), monitor)
-        result.run_dir, result.status = str(run_dir), FAILED
-        result.message = _last_line(stderr) or f"exit status {process.returncode}"
-        return result
-    return finished_result(run_dir, monitor)
-
-
-def run_group(
+def run_trials(
     base_config: Path,
     members: list[tuple[dict[str, Any], Path]],
     spec_path: Path,
     threads: int,
     stop: threading.Event,
     monitor: Monitor,
+    on_epoch: Callable[[int, float], bool] | None = None,
     processes: set[subprocess.Popen] | None = None,
     device: str | None = None,
 ) -> list[TrialResult]:
-    """Train several trials of one shape together in one process (mlp-train --group):
-    `members` are (params, run_dir) pairs; each trial still gets its own run folder and
-    result. Models trained together end together, so a group is never pruned."""
-    spec = {"members": [{"overrides": overrides(params), "run_dir": str(run_dir)}
-                        for params, run_dir in members]}  # fmt: skip
-    spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(json.dumps(spec, indent=1) + "\n")
-    command = [
-        sys.executable, "-m", "mlptrain.cli.train", "--config", str(base_config),
-        "--group", str(spec_path), "--set", f"training.threads={threads}",
-        *(("--set", f"device={device}") if device else ()), "--quiet",
-    ]  # fmt: skip
-    with tempfile.TemporaryFile("w+") as errors:
+    """Train one trial, or several of one shape together (`members`: (params, run_dir)
+    pairs), in one process of their own (mlptrain.run.trial, from a spec written to
+    `spec_path`), on `device` when the sweep pins its workers to devices. Each gets its
+    own run folder and result, read from that folder. `on_epoch(epoch, monitored value)`
+    returning True prunes a lone trial; models trained together end together."""
+    spec = TrialSpec(
+        config=[str(base_config)],
+        members=[TrialMember(str(run_dir), overrides(params)) for params, run_dir in members],
+        device=device,
+        threads=threads,
+    )
+    spec.write(spec_path)
+    command = [sys.executable, "-m", "mlptrain.run.trial", str(spec_path)]
+    with open(spec_path.with_suffix(".stderr.txt"), "w") as stderr:
+        # Its own session: a Ctrl-C at the terminal reaches the sweep, which stops trials
+        # itself, so each one ends cleanly rather than all at once mid-write. Its stderr
+        # is kept for people (a crash's traceback); the sweep reads only the run folders.
         process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=errors, text=True, start_new_session=True
+            command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
         )
         if processes is not None:
             processes.add(process)
-        stopped_as = _watch(process, members[0][1], stop, monitor, None)
+        watched = on_epoch if len(members) == 1 else None
+        stopped_as = _watch(process, members[0][1], stop, monitor, watched)
         if processes is not None:
             processes.discard(process)
-        errors.seek(0)
-        message = _last_line(errors.read()) or f"exit status {process.returncode}"
-    results = []
-    for _, run_dir in members:
-        if stopped_as is None and (run_dir / "test_metrics.json").is_file():
-            results.append(finished_result(run_dir, monitor))
-            continue
-        result = summarize_history(read_history(run_dir), monitor)
-        result.run_dir, result.status = str(run_dir), stopped_as or FAILED
-        if stopped_as is None:
-            result.message = _member_failure(run_dir) or message
-        results.append(result)
-    return results
+    return [_result(run_dir, process.returncode, stopped_as, monitor) for _, run_dir in members]
 
 
-def _member_failure(run_dir: Path) -> str:
-    """Why a member of a group ended without a test: the last line its train.log has."""
-    try:
-        lines = (run_dir / "train.log").read_text().splitlines()
-    except OSError:
-        return ""
-    stopped = [line for line in lines if line.startswith("stopped: ")]
-    return stopped[-1].removeprefix("stopped: ") if stopped else ""
+def _result(
+    run_dir: Path, returncode: int, stopped_as: str | None, monitor: Monitor
+) -> TrialResult:
+    """A trial's result from its run folder: its outcome file, metrics and test."""
+    outcome = Outcome.read(run_dir)
+    if stopped_as is None and outcome is not None and outcome.status == COMPLETE:
+        return finished_result(run_dir, monitor)
+    result = summarize_history(read_history(run_dir), monitor)
+    result.run_dir, result.status = str(run_dir), stopped_as or FAILED
+    if stopped_as is None:
+        result.message = (
+            outcome.message
+            if outcome is not None
+            else f"the trial process ended with exit status {returncode} and left no outcome"
+        )
+    return result
 
 
 def finished_result(run_dir: Path, monitor: Monitor) -> TrialResult:
@@ -238,8 +188,3 @@ def _watch(
         if stopped_as is not None:
             process.send_signal(signal.SIGTERM)  # the trial saves what it has and exits
     return stopped_as
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1].removeprefix("mlp-train: error: ").removeprefix("mlp-train: ") if lines else ""
