@@ -139,7 +139,7 @@ def test_eval_val_split_matches_the_training_record(trained):
         str(run / "best.pt"),
         "--split",
         "val",
-        "--out",
+        "--out-dir",
         str(out),
         cwd=tmp_path,
     )

@@ -130,7 +130,7 @@ def test_predict_with_the_onnx_model_needs_no_torch_and_agrees(run, onnx_file, t
     for index, image in enumerate(images):
         Image.fromarray(image).save(tmp_path / f"{index}.png")
     status, out, err = _without_torch(
-        "predict", "--model", str(onnx_file), str(tmp_path), "--json", "--top-k", "3", cwd=tmp_path
+        "predict", "--model", str(onnx_file), str(tmp_path), "--jsonl", "--top-k", "3", cwd=tmp_path
     )
     assert status == 0, err
     assert "NO_TORCH" in err
@@ -140,7 +140,7 @@ def test_predict_with_the_onnx_model_needs_no_torch_and_agrees(run, onnx_file, t
         "--checkpoint",
         str(run / "best.pt"),
         str(tmp_path),
-        "--json",
+        "--jsonl",
         "--top-k",
         "3",
         cwd=tmp_path,

@@ -42,7 +42,7 @@ def test_predicts_files_and_folders_and_reports_unreadable_ones(tmp_path, checkp
             str(checkpoint),
             str(tmp_path / "three.png"),
             str(folder),
-            "--json",
+            "--jsonl",
         ]
     )
     captured = capsys.readouterr()
@@ -94,3 +94,32 @@ def test_eval_on_rotated_and_shifted_images(checkpoint, capsys):
     assert eval_main(arguments) == 0
     assert json.loads(capsys.readouterr().out)["perturbed"] == perturbed  # seeded
     assert eval_main(["--checkpoint", str(checkpoint), "--rotate", "400"]) == 2
+
+
+def test_old_flag_spellings_work_for_a_release_and_name_the_new_ones(tmp_path, checkpoint, capsys):
+    """--seed and --out of mlp-eval are now --perturb-seed and --out-dir; mlp-predict's
+    JSON lines are --jsonl. The old spellings give the same results, with a warning."""
+    perturbed = ["--checkpoint", str(checkpoint), "--json", "--rotate", "45", "--shift", "6"]
+    capsys.readouterr()
+    assert eval_main([*perturbed, "--perturb-seed", "5", "--out-dir", str(tmp_path / "new")]) == 0
+    new = capsys.readouterr()
+    assert "deprecated" not in new.err
+    assert eval_main([*perturbed, "--seed", "5", "--out", str(tmp_path / "old")]) == 0
+    old = capsys.readouterr()
+    assert "--seed is deprecated" in old.err and "use --perturb-seed" in old.err
+    assert "--out is deprecated" in old.err and "use --out-dir" in old.err
+    assert json.loads(old.out)["perturbed"] == json.loads(new.out)["perturbed"]
+    assert eval_main(perturbed) == 0
+    default_seed = json.loads(capsys.readouterr().out)["perturbed"]
+    assert default_seed != json.loads(new.out)["perturbed"]  # the seed was taken
+    names = sorted(path.name for path in (tmp_path / "new").iterdir())
+    assert names and names == sorted(path.name for path in (tmp_path / "old").iterdir())
+
+    image = tmp_path / "three.png"
+    Image.fromarray(synthetic_images(np.array([3]), np.random.default_rng(0))[0]).save(image)
+    assert predict_main(["--checkpoint", str(checkpoint), str(image), "--jsonl"]) == 0
+    lines = capsys.readouterr()
+    assert predict_main(["--checkpoint", str(checkpoint), str(image), "--json"]) == 0
+    deprecated = capsys.readouterr()
+    assert deprecated.out == lines.out and json.loads(lines.out)["top"]
+    assert "--json is deprecated" in deprecated.err and "use --jsonl" in deprecated.err

@@ -28,8 +28,7 @@ from mlptrain.config.schema import validate
 from mlptrain.deploy.onnx_model import OnnxModel
 from mlptrain.errors import UsageError
 from mlptrain.evaluation.evaluator import evaluate_ensemble
-from mlptrain.run.group import train_group
-from mlptrain.run.runner import resume
+from mlptrain.run.runner import resume, train_group
 from mlptrain.run.session import build_session
 from mlptrain.stack.compat import check_stackable
 from mlptrain.stack.trainer import Member, fit_group, stacked_cross_entropy

@@ -441,7 +441,7 @@ def test_every_command_downstream_of_an_image_folder_run(tmp_path, exported):
 
     seven = next((png / "testing" / "7").iterdir())  # 28x28, resized to the model's 20x20
     predicted = run_cli(
-        "predict", "--checkpoint", str(run / "best.pt"), str(seven), "--json", cwd=tmp_path
+        "predict", "--checkpoint", str(run / "best.pt"), str(seven), "--jsonl", cwd=tmp_path
     )
     assert predicted.returncode == 0, predicted.stderr
     assert json.loads(predicted.stdout)["top"][0]["class"] == "7"
@@ -460,7 +460,9 @@ def test_every_command_downstream_of_an_image_folder_run(tmp_path, exported):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    on_onnx = run_cli("predict", "--model", str(exported_model), str(seven), "--json", cwd=tmp_path)
+    on_onnx = run_cli(
+        "predict", "--model", str(exported_model), str(seven), "--jsonl", cwd=tmp_path
+    )
     assert json.loads(on_onnx.stdout)["top"][0]["class"] == "7"
 
     compared = run_cli("compare", str(tmp_path / "runs"), "--json", cwd=tmp_path)

@@ -20,8 +20,7 @@ from mlptrain.config.schema import Config
 
 if TYPE_CHECKING:
     from mlptrain.evaluation.evaluator import Evaluation
-    from mlptrain.run.group import GroupResult
-    from mlptrain.run.runner import RunResult
+    from mlptrain.run.lifecycle import GroupResult, RunResult
     from mlptrain.training.loop import Hooks
 
 
@@ -73,7 +72,7 @@ def train_together(
     """Train the config once per seed, all together in one process, as `mlp-train
     --seeds` does: `.results` holds each finished run's RunResult, `.failed` the runs
     that stopped on a non-finite loss, `.folder` the group folder."""
-    from mlptrain.run.group import seed_configs, train_group
+    from mlptrain.run.runner import seed_configs, train_group
     from mlptrain.util.logs import setup_logging
 
     resolved = resolve_config(config, overrides)

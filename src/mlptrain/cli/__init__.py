@@ -1,1 +1,2 @@
-"""Command-line entry points; only this package wires the modules together."""
+"""The commands: argparse -> one library call -> message and exit status. Parsing and
+printing only; nothing in the library imports cli."""

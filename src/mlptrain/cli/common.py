@@ -113,6 +113,37 @@ def given_flags(
     return given
 
 
+def add_deprecated_alias(
+    parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs: Any
+) -> None:
+    """`old` keeps working as `new` (same `dest`; `kwargs` such as type and metavar as for
+    `new`, nargs=0 for a switch) for one release, with a warning naming `new` each time
+    it is used."""
+    parser.add_argument(
+        old,
+        dest=dest,
+        action=_DeprecatedAlias,
+        new=new,
+        default=argparse.SUPPRESS,
+        help=f"deprecated spelling of {new}; removed in the next release",
+        **kwargs,
+    )
+
+
+class _DeprecatedAlias(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated and will be removed in the "
+            f"next release; use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
 class _PrintAndExit(argparse.Action):
     """A flag that prints a text computed only when it is given (like --version)."""
 

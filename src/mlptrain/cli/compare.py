@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-group", action="store_true", help="one row per run, seeds apart")
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--json", action="store_true", help="print one JSON document (an array)")
     output.add_argument("--csv", action="store_true", help="print CSV")
     parser.add_argument("--plot", metavar="FILE", help="draw the validation curves into FILE")
     add_version_argument(parser)

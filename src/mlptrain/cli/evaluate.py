@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mlptrain.cli.common import (
     add_data_arguments,
+    add_deprecated_alias,
     add_model_arguments,
     add_version_argument,
     flag_settings,
@@ -29,9 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--split", choices=("test", "val"), default="test")
     add_data_arguments(parser, device_default="auto", data_root=True)
-    parser.add_argument("--out", metavar="DIR", help="where to write results (default: beside it)")
+    parser.add_argument(
+        "--out-dir", metavar="DIR", help="the folder to write results into (default: beside it)"
+    )
+    add_deprecated_alias(parser, "--out", "--out-dir", "out_dir", metavar="DIR")
     parser.add_argument("--batch-size", type=int, default=1000, metavar="N")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.add_argument(
         "--rotate",
         type=float,
@@ -46,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="also evaluate on images shifted at random by up to PX pixels",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of --rotate/--shift")
+    parser.add_argument(
+        "--perturb-seed", type=int, default=0, metavar="N", help="seed of --rotate/--shift"
+    )
+    add_deprecated_alias(parser, "--seed", "--perturb-seed", "perturb_seed", type=int, metavar="N")
     add_version_argument(parser)
     return parser
 
@@ -96,9 +103,9 @@ def evaluate(args: argparse.Namespace) -> int:
     summary = evaluation.summary
     if args.rotate or args.shift:
         summary["perturbed"] = perturbed(
-            model, evaluation.split, args.batch_size, args.rotate, args.shift, args.seed
+            model, evaluation.split, args.batch_size, args.rotate, args.shift, args.perturb_seed
         )
-    out = Path(args.out) if args.out else default_out
+    out = Path(args.out_dir) if args.out_dir else default_out
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_outputs(out, names, evaluation, title)
@@ -124,7 +131,7 @@ def evaluate_exported(args: argparse.Namespace) -> int:
             ("--split val", args.split != "test"),
             ("--rotate", args.rotate),
             ("--shift", args.shift),
-            ("--out", args.out),
+            ("--out-dir", args.out_dir),
         )
         if given
     ]

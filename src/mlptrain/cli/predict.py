@@ -8,7 +8,12 @@ import json
 import sys
 from typing import Any
 
-from mlptrain.cli.common import add_model_arguments, add_version_argument, run_command
+from mlptrain.cli.common import (
+    add_deprecated_alias,
+    add_model_arguments,
+    add_version_argument,
+    run_command,
+)
 from mlptrain.errors import EXIT_SOME_FAILED, UsageError
 
 LABEL_COLUMN = "label"  # ignored in a --csv file, so a labelled test file works too
@@ -37,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --csv: write Kaggle's submission format, ImageId,Label",
     )
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="classes per image")
-    parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    parser.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="JSON lines: one JSON object per image, printed as each is predicted",
+    )
+    # Until this release --json printed JSON lines; --json will mean one JSON document, as
+    # in mlp-eval and mlp-compare.
+    add_deprecated_alias(parser, "--json", "--jsonl", "jsonl", nargs=0)
     invert = parser.add_mutually_exclusive_group()
     invert.add_argument(
         "--invert",
@@ -90,7 +102,7 @@ def predict(args: argparse.Namespace) -> int:
             print(f"mlp-predict: cannot read {path}: {read_failure(exc)}", file=sys.stderr)
             failed += 1
             continue
-        print(_format(str(path), predictor.top(pixels, args.top_k), args.json), flush=True)
+        print(_format(str(path), predictor.top(pixels, args.top_k), args.jsonl), flush=True)
     return EXIT_SOME_FAILED if failed else 0
 
 

@@ -95,7 +95,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def train_seeds(args: argparse.Namespace, config, show_bar: bool) -> int:
-    from mlptrain.run.group import seed_configs, train_group
+    from mlptrain.run.runner import seed_configs, train_group
     from mlptrain.util.logs import setup_logging
 
     configs = seed_configs(config, parse_seeds(args.seeds))
@@ -119,8 +119,9 @@ def group_status(result) -> int:
 
 
 def resume(args: argparse.Namespace, settings: dict, show_bar: bool) -> int:
-    from mlptrain.run.group import GroupFile, resume_group
+    from mlptrain.run.group import GroupFile
     from mlptrain.run.runner import resume as resume_run
+    from mlptrain.run.runner import resume_group
     from mlptrain.util.logs import setup_logging
 
     setup_logging()

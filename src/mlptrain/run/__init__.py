@@ -1,2 +1,2 @@
-"""One training run as a library object: build it (session), drive it (runner), show it
-(console) and record it (recorder)."""
+"""Runs as library objects: one lifecycle for a run or a group (start, fit, test, record,
+stop), and the trial entry point sweeps start. Knows no CLI and no sweep."""

@@ -14,7 +14,7 @@ from mlptrain.data.splits import DataSplits
 from mlptrain.model.mlp import ModelSpec
 from mlptrain.training.loop import Hooks
 from mlptrain.training.runtime import Amp
-from mlptrain.util.logs import get_logger
+from mlptrain.util.logs import get_logger, member_scope
 
 
 def format_epoch(record: dict[str, Any], epochs: int, is_best: bool) -> str:
@@ -67,13 +67,14 @@ def describe_training(config: Config, amp: Amp) -> str:
 
 
 class EpochLines(Hooks):
-    """One log line per finished epoch."""
+    """One log line per finished epoch (in a group, in its member's scope)."""
 
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
+    def __init__(self, epochs: int, scope: str | None = None) -> None:
+        self.epochs, self.scope = epochs, scope
 
     def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
-        get_logger().info(format_epoch(record, self.epochs, is_best))
+        with member_scope(self.scope):
+            get_logger().info(format_epoch(record, self.epochs, is_best))
 
 
 class ProgressBar(Hooks):
@@ -84,6 +85,7 @@ class ProgressBar(Hooks):
         self.bar: tqdm | None = None
 
     def epoch_start(self, epoch: int, batch_count: int) -> None:
+        self.close()  # the previous epoch's (a group's bar sees no records)
         self.bar = tqdm(
             total=batch_count,
             desc=f"epoch {epoch}/{self.epochs}",

@@ -1,60 +1,35 @@
-"""Driving a run: train a new one, resume a stopped one, then test its best.pt.
+"""Starting runs: a new run or a group of runs trained together, or resuming them, then
+handing them to the one lifecycle (lifecycle.py) that fits, tests and records them.
 
-Signals, a non-finite loss and errors become outcomes here (StopRun, UsageError) with
-everything finished already on disk; the caller (a CLI, a notebook, a script) decides
-what to print and which exit status to return.
+A single run and a group take the same steps here: build each session (errors before
+any folder), make the folders, write config.yaml, open the trackers, save a first
+last.pt (so that even a run stopped in its first epoch resumes). The caller (a CLI, a
+notebook, a trial process) decides what to print and which exit status to return.
 """
 
 from __future__ import annotations
 
 import shutil
-import signal
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mlptrain.artifacts.checkpoint import load_checkpoint
-from mlptrain.artifacts.metrics import format_report
 from mlptrain.artifacts.rundir import RunDir
 from mlptrain.config.files import config_to_yaml
 from mlptrain.config.schema import Config
-from mlptrain.errors import EXIT_NONFINITE, StopRun, UsageError, signal_status
-from mlptrain.evaluation.evaluator import OutputNames, evaluate_split, load_model, write_outputs
-from mlptrain.run.console import (
-    EpochLines,
-    ProgressBar,
-    describe_data,
-    describe_model,
-    describe_training,
-)
-from mlptrain.run.recorder import RunRecorder
-from mlptrain.run.session import Session, build_session, resume_session, resumed_config
-from mlptrain.tracking.base import Trackers
-from mlptrain.tracking.trackers import open_trackers
-from mlptrain.training.loop import HookList, Hooks, NonFiniteLoss, TrainingInterrupted, fit
-from mlptrain.util.logs import LogFile, get_logger
-from mlptrain.util.stopping import TwoStageStop
+from mlptrain.data.splits import reading_once
+from mlptrain.errors import EXIT_NONFINITE, StopRun, UsageError
+from mlptrain.run.console import describe_data, describe_model, describe_training
+from mlptrain.run.group import GROUP_FILE, TRAINING, GroupFile
+from mlptrain.run.lifecycle import GroupResult, Running, RunResult, drive
+from mlptrain.run.session import build_session, resume_session, resumed_config
+from mlptrain.stack.compat import check_stackable
+from mlptrain.training.loop import Hooks
+from mlptrain.util.logs import LogFile, get_logger, member_scope
 
 log = get_logger()
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """A finished run: where it is, what each epoch measured, how best.pt tested."""
-
-    run_dir: Path
-    history: list[dict[str, Any]]  # one record per epoch, as in metrics.csv
-    best_epoch: int  # the epoch best.pt holds
-    test: dict[str, Any]  # best.pt on the test split, as in test_metrics.json
-    fit_seconds: float  # the epochs of this call: training, validation, checkpoints, logging
-    train_samples: int
-
-    @property
-    def test_accuracy(self) -> float:
-        return self.test["accuracy"]
 
 
 def train(
@@ -66,33 +41,95 @@ def train(
 ) -> RunResult:
     """Train, keep best/last checkpoints, test best.pt; everything lands in a new run folder
     (`run_dir` exactly, when given: it must not exist yet). `observers` see every batch
-    and epoch record after the run folder has recorded it."""
+    and epoch record after the run folder has recorded it. A non-finite loss raises
+    StopRun (EXIT_NONFINITE) with best.pt and last.pt intact."""
+    run_dirs = None if run_dir is None else [run_dir]
+    return _alone(_train_runs([config], run_dirs, None, show_bar, observers))
+
+
+def train_group(
+    configs: Sequence[Config],
+    run_dirs: Sequence[str | Path] | None = None,
+    *,
+    group_dir: str | Path | None = None,
+    show_bar: bool = False,
+) -> GroupResult:
+    """Train `configs` together, each into its own run folder: `run_dirs` exactly, or
+    `seed-N` folders in `group_dir` (default: a new folder in the runs folder), with
+    group.json. One config is an ordinary run (in `run_dirs[0]` or `group_dir`)."""
+    if run_dirs is not None and len(run_dirs) != len(configs):
+        raise ValueError("one run folder per config")
+    if len(configs) == 1 and run_dirs is None and group_dir is not None:
+        run_dirs = [group_dir]
+    return _train_runs(list(configs), run_dirs, group_dir, show_bar)
+
+
+def seed_configs(config: Config, seeds: Sequence[int]) -> list[Config]:
+    """The config once per seed."""
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds names a seed twice: {list(seeds)}")
+    return [config.model_copy(update={"seed": seed}) for seed in seeds]
+
+
+def _train_runs(
+    configs: list[Config],
+    run_dirs: Sequence[str | Path] | None,
+    group_dir: str | Path | None,
+    show_bar: bool,
+    observers: Sequence[Hooks] = (),
+) -> GroupResult:
+    together = len(configs) > 1
+    if together:
+        check_stackable(configs)
     with LogFile() as log_file:
-        session = build_session(config)
-        # Created only now, so a config or data error leaves no empty run folder behind.
-        if run_dir is not None:
-            run = RunDir.create_exactly(run_dir)
+        with reading_once():  # errors before any folder
+            sessions = [build_session(config) for config in configs]
+        first = configs[0]
+        folder = None
+        if together and group_dir is not None:
+            folder = RunDir.create_exactly(group_dir).path
+        elif together and run_dirs is None:
+            folder = RunDir.create(first.output.runs_dir, first.name).path
+        if run_dirs is not None:
+            runs = [RunDir.create_exactly(path) for path in run_dirs]
+        elif folder is not None:
+            runs = [RunDir.create_exactly(folder / f"seed-{config.seed}") for config in configs]
         else:
-            run = RunDir.create(config.output.runs_dir, config.name)
-        log_file.open(run.log_file)
-        run.write_text("config.yaml", config_to_yaml(config))
-        log.info("run folder: %s", run.path)
-        log.info(describe_data(session.splits, session.device))
-        log.info(describe_model(session.model.spec, session.model))
-        log.info(describe_training(config, session.amp))
+            runs = [RunDir.create(first.output.runs_dir, first.name)]
+        group = GroupFile.create(folder, [run.path for run in runs]) if folder else None
+        where = folder or ", ".join(str(run.path) for run in runs)
+        note = f"trained together with {len(configs) - 1} other model(s) in one process ({where})"
+        running = []
         try:
-            trackers = open_trackers(config, run.path, 0)
-        except UsageError:
-            shutil.rmtree(run.path, ignore_errors=True)  # refused before training: no folder
+            for session, run in zip(sessions, runs, strict=True):
+                scope = run.path.name if together else None
+                log_file.open(run.log_file, member=scope)
+                with member_scope(scope):
+                    comment = f"# {note}\n" if together else ""
+                    run.write_text("config.yaml", comment + config_to_yaml(session.config))
+                    log.info("run folder: %s", run.path)
+                    if together:
+                        log.info(note)
+                    running.append(_start(session, run, scope, observers))
+        except UsageError:  # refused before training (a tracker): no folders left behind
+            for path in [folder] if folder else [run.path for run in runs]:
+                shutil.rmtree(path, ignore_errors=True)
             raise
-        recorder = RunRecorder(session, run)
-        recorder.save(is_best=False)  # so that even a run stopped in its first epoch resumes
-        return _fit_and_test(session, recorder, [*observers, trackers], show_bar, trackers)
+        for item in running:
+            item.recorder.save(is_best=False)  # a run stopped in its first epoch resumes
+        return drive(running, group, show_bar)
+
+
+def _start(session, run: RunDir, scope: str | None, observers: Sequence[Hooks]) -> Running:
+    log.info(describe_data(session.splits, session.device))
+    log.info(describe_model(session.model.spec, session.model))
+    log.info(describe_training(session.config, session.amp))
+    return Running.start(session, run, scope, observers)
 
 
 def resume(
     run_path: str | Path,
-    overrides: list[str] | tuple[str, ...] = (),
+    overrides: Sequence[str] = (),
     settings: dict[str, Any] | None = None,
     *,
     show_bar: bool = False,
@@ -103,35 +140,90 @@ def resume(
     `overrides` (KEY=VALUE) and `settings` (dotted key -> value) may change only the keys
     in SAFE_ON_RESUME."""
     run_path = Path(run_path)
-    last = run_path / "last.pt"
     if not run_path.is_dir():
         raise UsageError(f"--resume {run_path}: there is no such run folder")
-    if not last.is_file():
+    if not (run_path / "last.pt").is_file():
         raise UsageError(
             f"--resume {run_path}: the folder has no last.pt, so it is not an mlp-train run "
             "folder (or its run saved nothing); start a new run instead"
         )
-    checkpoint = load_checkpoint(last)
-    if not checkpoint.get("rng"):
-        raise UsageError(f"{last} holds no random-number states, so it cannot be resumed")
-    config = resumed_config(run_path, checkpoint["config"], list(overrides), settings or {})
-    done = int(checkpoint["epoch"])
-    if done >= config.training.epochs:
+    return _alone(_resume_runs([run_path], None, overrides, settings, show_bar, observers))
+
+
+def resume_group(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    settings: dict[str, Any] | None = None,
+    *,
+    show_bar: bool = False,
+) -> GroupResult:
+    """Resume the members of the group at `path` (its folder or a member's) that were
+    still training, together, each from its last.pt (`overrides` and `settings` as for
+    one run: the keys in SAFE_ON_RESUME)."""
+    path = Path(path)
+    group = GroupFile.find(path)
+    if group is None:
+        raise UsageError(f"--resume {path}: not a group of models (no {GROUP_FILE})")
+    todo = [group.folder_of(member) for member in group.members if member["status"] == TRAINING]
+    if not todo:
         raise UsageError(
-            f"{run_path} has finished its {done} epochs; to train longer, extend it with "
-            f"--set training.epochs=N (N > {done})"
+            f"--resume {path}: every model of the group has ended; to train one longer, "
+            f"resume its own folder: mlp-train --resume {path}/seed-N --set training.epochs=N"
         )
-    with LogFile() as log_file:
-        session = resume_session(config, checkpoint)
-        run = RunDir(run_path)
-        log_file.open(run.log_file)
-        run.write_metrics(session.state.history)  # exactly the saved epochs: no duplicate, no gap
-        _note_resume_in_config(run, config, done)
-        log.info("resuming %s after epoch %d of %d", run.path, done, config.training.epochs)
-        log.info(describe_data(session.splits, session.device))
-        trackers = open_trackers(config, run.path, done)
-        recorder = RunRecorder(session, run)
-        return _fit_and_test(session, recorder, [*observers, trackers], show_bar, trackers)
+    for run_path in todo:
+        if not (run_path / "last.pt").is_file():
+            raise UsageError(f"--resume {path}: {run_path} has no last.pt")
+    return _resume_runs(todo, group, overrides, settings, show_bar)
+
+
+def _resume_runs(
+    run_paths: list[Path],
+    group: GroupFile | None,
+    overrides: Sequence[str],
+    settings: dict[str, Any] | None,
+    show_bar: bool,
+    observers: Sequence[Hooks] = (),
+) -> GroupResult:
+    checkpoints = [load_checkpoint(path / "last.pt") for path in run_paths]
+    configs = []
+    for run_path, checkpoint in zip(run_paths, checkpoints, strict=True):
+        if not checkpoint.get("rng"):
+            raise UsageError(f"{run_path / 'last.pt'} holds no random-number states, so it "
+                             "cannot be resumed")  # fmt: skip
+        config = resumed_config(run_path, checkpoint["config"], list(overrides), settings or {})
+        done = int(checkpoint["epoch"])
+        if done >= config.training.epochs:
+            raise UsageError(
+                f"{run_path} has finished its {done} epochs; to train longer, extend it with "
+                f"--set training.epochs=N (N > {done})"
+            )
+        configs.append(config)
+    together = len(run_paths) > 1
+    if together:
+        done = {int(checkpoint["epoch"]) for checkpoint in checkpoints}
+        if len(done) != 1:
+            raise UsageError(
+                f"--resume {group.path.parent}: its models saved different epochs "
+                f"({sorted(done)}); resume each alone with mlp-train --resume on its folder"
+            )
+        check_stackable(configs)
+    with LogFile() as log_file, reading_once():
+        running = []
+        for run_path, checkpoint, config in zip(run_paths, checkpoints, configs, strict=True):
+            run = RunDir(run_path)
+            scope = run.path.name if together else None
+            log_file.open(run.log_file, member=scope)
+            with member_scope(scope):
+                session = resume_session(config, checkpoint)
+                run.write_metrics(session.state.history)  # the saved epochs: no duplicate, no gap
+                _note_resume_in_config(run, config, session.state.epochs_done)
+                others = f", together with {len(run_paths) - 1} other model(s)" if together else ""
+                log.info(
+                    "resuming %s after epoch %d of %d%s",
+                    run.path, session.state.epochs_done, config.training.epochs, others,
+                )  # fmt: skip
+                running.append(_start(session, run, scope, observers))
+        return drive(running, group, show_bar)
 
 
 def _note_resume_in_config(run: RunDir, config: Config, done: int) -> None:
@@ -145,125 +237,10 @@ def _note_resume_in_config(run: RunDir, config: Config, done: int) -> None:
     run.write_text("config.yaml", "\n".join(comments) + "\n" + config_to_yaml(config))
 
 
-class StopWhenAsked(Hooks):
-    """Asks the loop to stop once the two-stage stop has received a signal."""
-
-    def __init__(self, stop: TwoStageStop) -> None:
-        self.stop = stop
-
-    def should_stop(self) -> bool:
-        return self.stop.requested.is_set()
-
-
-def _fit_and_test(
-    session: Session,
-    recorder: RunRecorder,
-    observers: Sequence[Hooks],
-    show_bar: bool,
-    trackers: Trackers,
-) -> RunResult:
-    settings = session.settings
-    bar = ProgressBar(settings.epochs) if show_bar else None
-    start = time.perf_counter()
-    with TwoStageStop() as stop:
-        hooks = [bar] if bar else []
-        hooks += [recorder, *observers, EpochLines(settings.epochs), StopWhenAsked(stop)]
-        try:
-            fit(session.state, session.splits, settings, HookList(*hooks))
-        except TrainingInterrupted as exc:
-            if bar:
-                bar.close()
-            trackers.abort("interrupted")
-            raise _interrupted(exc, stop.received or signal.SIGINT, session, recorder) from None
-        except NonFiniteLoss as exc:
-            if bar:
-                bar.close()
-            trackers.abort("nonfinite")
-            raise nonfinite_stop(exc, session, recorder) from None
-    fit_seconds = time.perf_counter() - start
-    if session.state.stopped_early:
-        stopping = session.config.training.early_stopping
-        log.info(
-            "stopped early after epoch %d: %s has not improved by more than %g for %d "
-            "epochs; testing best.pt",
-            session.state.epochs_done,
-            settings.monitor.label,
-            stopping.min_delta,
-            stopping.patience,
-        )
-    result = test_best(session, recorder.run, fit_seconds)
-    trackers.finish(recorder.run.path, result.test)
-    return result
-
-
-def _interrupted(
-    exc: TrainingInterrupted, signum: int, session: Session, recorder: RunRecorder
-) -> StopRun:
-    where = (
-        f"during epoch {exc.epoch} (after batch {exc.batch}; that epoch will be run again)"
-        if exc.batch is not None
-        else f"after epoch {exc.epoch}"
-    )
-    log.info(
-        "%s received %s; last.pt holds epoch %d of %d",
-        signal.Signals(signum).name,
-        where,
-        recorder.saved_epoch,
-        session.settings.epochs,
-    )
-    return StopRun(
-        f"interrupted; resume with: mlp-train --resume {recorder.run.path}", signal_status(signum)
-    )
-
-
-def nonfinite_stop(exc: NonFiniteLoss, session: Session, recorder: RunRecorder) -> StopRun:
-    best_epoch = session.state.best_epoch
-    kept = (
-        f"best.pt (epoch {best_epoch}) and last.pt (epoch {recorder.saved_epoch}) are intact"
-        if best_epoch
-        else "no epoch had finished, so there is no best.pt"
-    )
-    message = (
-        f"the training loss became NaN or infinite in epoch {exc.epoch}, batch {exc.batch} "
-        f"(learning rate {exc.lr:g}). That epoch is discarded; {kept}, and metrics.csv holds "
-        "the finished epochs. Try a lower optimizer.lr, or training.on_nonfinite: skip_batch "
-        "to skip such batches"
-    )
-    log.info("stopped: %s", message)
-    return StopRun(message, EXIT_NONFINITE)
-
-
-def test_best(session: Session, run: RunDir, fit_seconds: float) -> RunResult:
-    """The test split is touched once: by best.pt, read back from disk and evaluated in
-    full precision, exactly as mlp-eval does."""
-    from mlptrain.artifacts import reports  # matplotlib: only once there is something to draw
-
-    state, splits = session.state, session.splits
-    _, model = load_model(run.path / "best.pt", session.device)
-    names = list(splits.info.class_names)
-    evaluation = evaluate_split(
-        model,
-        splits.test,
-        names,
-        session.settings.eval_batch_size,
-        split="test",
-        checkpoint="best.pt",
-        epoch=state.best_epoch,
-        dataset=splits.info.name,
-        selected_by=session.settings.select_best_by,
-    )
-    title = f"{splits.info.title} test set, best.pt (epoch {state.best_epoch})"
-    write_outputs(run.path, OutputNames.of_training(), evaluation, title)
-    reports.plot_curves(run.path / "curves.png", state.history, state.best_epoch)
-    reports.plot_samples(run.path / "samples.png", splits.train.images, splits.train.labels, names)
-    pictures = ["curves.png", "confusion_matrix.png", "misclassified.png", "samples.png"]
-    summary = evaluation.summary
-    reports.write_report(
-        run.path / "report.md", config_to_yaml(session.config), state.history,
-        state.best_epoch, summary, pictures,
-    )  # fmt: skip
-    log.info("test set, best.pt (epoch %d):\n%s", state.best_epoch, format_report(summary))
-    log.info("run folder: %s  test accuracy: %.4f", run.path, evaluation.accuracy)
-    return RunResult(
-        run.path, list(state.history), state.best_epoch, summary, fit_seconds, len(splits.train)
-    )
+def _alone(result: GroupResult) -> RunResult:
+    """The one run's result; its non-finite loss as StopRun (its message was logged)."""
+    if result.failed:
+        (message,) = result.failed.values()
+        raise StopRun(message, EXIT_NONFINITE)
+    (run,) = result.results
+    return run

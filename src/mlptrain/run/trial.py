@@ -130,7 +130,7 @@ def run_trial(spec: TrialSpec) -> int:
 
 def _train(configs: list, run_dirs: list[Path]) -> list[Outcome]:
     """One run, or several trained together; how each ended (errors raise)."""
-    from mlptrain.run.group import train_group
+    from mlptrain.run.runner import train_group
 
     result = train_group(configs, run_dirs)
     failed = {path.resolve(): message for path, message in result.failed.items()}

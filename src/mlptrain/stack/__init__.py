@@ -1,2 +1,2 @@
-"""Many models of one shape trained together: weights stacked into [K, ...] tensors and
-batched matrix products, so that K small problems become one large one."""
+"""Many models of one shape trained together as [K, ...] tensors and batched products,
+each member with its own state and hooks. Knows no run folder, config file or CLI."""

@@ -271,7 +271,6 @@ def fit_group(members: Sequence[Member], hooks: Hooks | None = None) -> None:
         for epoch in range(done.pop() + 1, settings.epochs + 1):
             hooks.epoch_start(epoch, batch_count)
             _epoch(stack, epoch, batch_count, hooks)
-            hooks.epoch_end({"epoch": epoch}, False)
             still = [member for member in stack.members if member.active]
             if not still:
                 break

@@ -1,5 +1,10 @@
-"""What every tracker shares: the Tracker observer, Trackers (several as one), the flat
-config and the epoch keys they log."""
+"""What every tracker shares: the Tracker observer, Trackers (several as one) and the flat
+config they log.
+
+Tracking never costs a run: a tracker that cannot write (a server that is down or
+refuses) says once what was not logged and the training goes on. Only a mistake the user
+can fix before training (a missing package, an experiment that was deleted) stops it.
+"""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ _member: contextvars.ContextVar[str | None] = contextvars.ContextVar("member", d
 
 
 @contextlib.contextmanager
-def member_scope(name: str) -> Iterator[None]:
+def member_scope(name: str | None) -> Iterator[None]:
     """Within it, messages go to that member's own log file only, and on the terminal
-    carry its name."""
+    carry its name (None: a single run's, or the whole group's)."""
     token = _member.set(name)
     try:
         yield
