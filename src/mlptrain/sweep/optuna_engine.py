@@ -16,16 +16,16 @@ Sharing rests on three rules, all on Optuna's public API and the same for every 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from mlptrain.errors import EXIT_USAGE, StopRun, UsageError
+from mlptrain.errors import EXIT_USAGE, StopRun
 from mlptrain.sweep.engines import SweepContext, run_all
 from mlptrain.sweep.report import score
-from mlptrain.sweep.spec import ParamSpec, decode
+from mlptrain.sweep.spec import decode
 from mlptrain.sweep.storage import import_optuna, open_storage, reason, shown, storage_errors
+from mlptrain.sweep.study import Heartbeat, distribution, open_study
 from mlptrain.sweep.trials import (
     COMPLETE,
     FAILED,
@@ -62,36 +62,12 @@ class OptunaEngine:
             else optuna.pruners.NopPruner()
         )
         storage = open_storage(optuna, settings.storage)
-        self.study = self._open_study(storage, settings.study, pruner, settings.seed)
-        self.distributions = {spec.key: self._distribution(spec) for spec in self.specs}
+        direction = context.monitor.direction
+        self.study = open_study(
+            optuna, storage, self.url, settings.study, direction, pruner, settings.seed
+        )
+        self.distributions = {spec.key: distribution(optuna, spec) for spec in self.specs}
         self.states = optuna.trial.TrialState
-
-    def _open_study(self, storage: Any, name: str, pruner: Any, seed: int | None) -> Any:
-        optuna = self.optuna
-        for attempt in range(6):
-            try:
-                return optuna.create_study(
-                    storage=storage,
-                    study_name=name,
-                    direction=self.context.monitor.direction,
-                    load_if_exists=True,
-                    sampler=optuna.samplers.TPESampler(seed=seed),
-                    pruner=pruner,
-                )
-            except Exception as exc:  # two sweeps creating one study at the same moment
-                error = exc
-                time.sleep(0.5 * (attempt + 1))
-        raise UsageError(f"cannot open the study {name!r} in {shown(self.url)}: {reason(error)}")
-
-    def _distribution(self, spec: ParamSpec):
-        distributions = self.optuna.distributions
-        if spec.kind == "choice":
-            return distributions.CategoricalDistribution(list(spec.choices))
-        if spec.kind in ("int", "logint"):
-            return distributions.IntDistribution(
-                int(spec.low), int(spec.high), log=spec.kind == "logint"
-            )
-        return distributions.FloatDistribution(spec.low, spec.high, log=spec.kind == "loguniform")
 
     def _params(self, trial) -> dict[str, Any]:
         return {
@@ -275,7 +251,7 @@ class OptunaEngine:
         outcomes: dict[int, dict[str, Any]] = {}
         with contextlib.ExitStack() as beats:
             for trial, _, _ in asked:
-                beats.enter_context(_Heartbeat(trial, self.heartbeat))
+                beats.enter_context(Heartbeat(trial, self.heartbeat))
             for group in self.context.stack_groups([params for _, params, _ in asked]):
                 members = [(asked[index][1], asked[index][2]) for index in group]
                 for index, result in zip(group, self.context.run(members), strict=True):
@@ -314,7 +290,7 @@ class OptunaEngine:
                 )
                 return False
 
-        with _Heartbeat(trial, self.heartbeat):
+        with Heartbeat(trial, self.heartbeat):
             (trial_result,) = context.run([(params, run_dir)], on_epoch)
             result = trial_result.to_dict()
         if self.lost:
@@ -361,26 +337,3 @@ class OptunaEngine:
         except Exception:
             return False
         return trial.state == self.states.FAIL and "outcome" not in trial.user_attrs
-
-
-class _Heartbeat:
-    """Time stamps in a running trial's user attributes, every `interval` seconds."""
-
-    def __init__(self, trial: Any, interval: float) -> None:
-        self.trial, self.interval = trial, interval
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self) -> None:
-        while not self.done.wait(self.interval):
-            # A storage hiccup is ignored here; the trial's end reports a lasting loss.
-            with contextlib.suppress(Exception):
-                self.trial.set_user_attr("heartbeat", time.time())
-
-    def __enter__(self) -> _Heartbeat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
