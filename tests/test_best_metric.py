@@ -5,6 +5,7 @@ validation accuracy and validation loss pick different epochs."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -12,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 import mlptrain
 from mlptrain.artifacts.checkpoint import load_checkpoint
@@ -72,6 +74,31 @@ def test_trial_summary_describes_the_epoch_best_pt_holds():
     result = summarize_history(rows, Monitor("val_loss"))
     assert (result.best_epoch, result.best_val_loss, result.best_val_accuracy) == (3, 0.40, 0.85)
     assert result.curve == [0.60, 0.50, 0.40, 0.45]
+
+
+def test_best_pt_holds_the_best_epoch_not_the_last(tmp_path, synthetic_source, monkeypatch):
+    """Validation accuracy peaks at epoch 2 of 4 (the real validation results, with the
+    accuracy scripted), so best.pt and the test are epoch 2's and last.pt epoch 4's."""
+    import mlptrain.run.lifecycle
+    import mlptrain.training.loop as loop
+
+    real, scripted = loop.evaluate, iter([0.5, 0.9, 0.7, 0.6])
+
+    def peaking(model, split, batch_size, amp_dtype=None):
+        result = real(model, split, batch_size, amp_dtype)
+        return dataclasses.replace(result, accuracy=next(scripted))
+
+    monkeypatch.setattr(loop, "evaluate", peaking)  # fit's validation only
+    document = config_document(tmp_path, synthetic_source, "mnist", epochs=4)
+    result = mlptrain.train(document, run_dir=tmp_path / "run", verbose=False)
+    best = load_checkpoint(result.run_dir / "best.pt")
+    last = load_checkpoint(result.run_dir / "last.pt")
+    assert (result.best_epoch, best["epoch"], last["epoch"], result.test["epoch"]) == (2, 2, 4, 2)
+    assert any(
+        not torch.equal(best["model_state"][key], last["model_state"][key])
+        for key in best["model_state"]
+    )
+    assert mlptrain.evaluate(result.run_dir / "best.pt").accuracy == result.test_accuracy
 
 
 def metrics_rows(run: Path) -> list[dict[str, str]]:

@@ -155,6 +155,33 @@ def test_the_cache_is_used_until_a_file_changes(tmp_path, monkeypatch):
     assert len(added.train_labels) + len(added.test_labels) == 13 and calls == [12, 12, 13]
 
 
+def test_a_setting_that_changes_what_is_read_is_not_served_from_the_cache(tmp_path, monkeypatch):
+    """The same files read another way (another image size, test split, label column,
+    skipping) are another dataset: each is read afresh, and each setting's own cache
+    serves it again afterwards."""
+    folder = write_png_folder(tmp_path / "set")
+    calls = count_decodes(monkeypatch)
+    square = load_user_data(images_config(tmp_path, folder, test_fraction=0.25))
+    wide = load_user_data(images_config(tmp_path, folder, test_fraction=0.25, image_size=(8, 12)))
+    assert calls == [12, 12]
+    assert square.train_images.shape[1:] == (28, 28) and wide.train_images.shape[1:] == (8, 12)
+    half = load_user_data(images_config(tmp_path, folder, test_fraction=0.5))
+    assert calls == [12, 12, 12] and len(half.test_labels) == 6 != len(square.test_labels)
+    again = load_user_data(images_config(tmp_path, folder, test_fraction=0.25, image_size=(8, 12)))
+    assert calls == [12, 12, 12] and np.array_equal(again.train_images, wide.train_images)
+
+    table = write_pixel_csv(
+        tmp_path / "two.csv",
+        [[0, 1, 0, 9, 1, 2], [1, 0, 1, 8, 3, 4], [0, 1, 0, 7, 5, 6], [1, 0, 1, 6, 7, 8]],
+        header=["label", "kind", "p0", "p1", "p2", "p3"],
+    )
+    by_label = load_user_data(csv_config(tmp_path, table, test_fraction=0.5, image_size=(1, 5)))
+    by_kind = load_user_data(
+        csv_config(tmp_path, table, test_fraction=0.5, image_size=(1, 5), label_column="kind")
+    )
+    assert by_label.train_images[:, 0, 0].tolist() != by_kind.train_images[:, 0, 0].tolist()
+
+
 def test_an_interrupted_read_leaves_no_cache_and_a_damaged_cache_is_read_again(
     tmp_path, monkeypatch, caplog
 ):
