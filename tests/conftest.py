@@ -133,6 +133,13 @@ def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        slow = item.get_closest_marker("slow")
+        if slow is not None and not (slow.args and isinstance(slow.args[0], str)):
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked slow without a reason: "
+                '@pytest.mark.slow("why it cannot be fast, in one line")'
+            )
     import torch
 
     if torch.cuda.is_available():

@@ -32,7 +32,9 @@ def data_and_report(source, tmp_path, out):
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
+@pytest.mark.slow(
+    "runs scripts/benchmark.py --quick: the tutorial DataLoader pipeline and mlptrain train in turn"
+)
 def test_quick_benchmark_reports_every_contestant(tmp_path):
     source = require_real_data()
     out = tmp_path / "bench.json"
@@ -66,7 +68,7 @@ def test_quick_benchmark_reports_every_contestant(tmp_path):
     assert "reference" in result.stdout and "floor" in result.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.slow("exports ONNX and pt2, then times each engine in the script's own processes")
 def test_inference_benchmark_reports_every_engine_and_path(tmp_path):
     out = tmp_path / "inference.json"
     run_script(
@@ -91,7 +93,7 @@ def test_inference_benchmark_reports_every_engine_and_path(tmp_path):
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
+@pytest.mark.slow("profiles every preset's training step against the arithmetic limit")
 def test_preset_benchmark_reports_the_limit_and_the_profile(tmp_path):
     """scripts/benchmark_presets.py on the smoke config, with the current source as the
     "before" version: the table, the bound, the profile and the JSON are all there."""
@@ -120,7 +122,9 @@ def test_preset_benchmark_reports_the_limit_and_the_profile(tmp_path):
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
+@pytest.mark.slow(
+    "K separate trial processes against one stack, in two rounds (the round logic is what it tests)"
+)
 def test_stack_benchmark_compares_separate_and_stacked_trials(tmp_path):
     """scripts/benchmark_stack.py --quick at K = 2 in 2 rounds, given its data as a path
     relative to where it is started (its trials run in a folder of their own)."""

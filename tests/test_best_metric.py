@@ -119,7 +119,7 @@ def disagreeing_run(tmp_path_factory, synthetic_source) -> Path:
     return result.run_dir
 
 
-@pytest.mark.slow
+@pytest.mark.slow("uses the module's 6-epoch run that selects by validation loss")
 def test_best_pt_holds_the_monitored_metrics_best_epoch(disagreeing_run):
     rows = metrics_rows(disagreeing_run)
     best_by_loss = Monitor("val_loss").best_epoch(rows)
@@ -128,7 +128,7 @@ def test_best_pt_holds_the_monitored_metrics_best_epoch(disagreeing_run):
     assert (summary["epoch"], summary["selected_by"]) == (best_by_loss, "val_loss")
 
 
-@pytest.mark.slow
+@pytest.mark.slow("a real trial process, which imports torch, trains and tests")
 def test_a_trial_reports_best_pts_epoch(disagreeing_run, tmp_path):
     config = disagreeing_run / "config.yaml"
     (result,) = run_trials(
@@ -147,7 +147,7 @@ def read_results(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.slow
+@pytest.mark.slow("an mlp-sweep process and a process per trial")
 def test_a_grid_sweep_ranks_and_reports_by_validation_loss(tmp_path, synthetic_source):
     document = config_document(tmp_path, synthetic_source, "mnist", epochs=4)
     document["training"]["select_best_by"] = "val_loss"
@@ -185,7 +185,7 @@ def test_sweeping_the_monitored_metric_is_refused(tmp_path, synthetic_source):
     assert "cannot be swept" in done.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow("an mlp-sweep process and a process per Optuna trial")
 def test_an_optuna_sweep_minimizes_validation_loss(tmp_path, synthetic_source):
     optuna = pytest.importorskip("optuna")
     document = config_document(tmp_path, synthetic_source, "mnist", epochs=3)
@@ -214,7 +214,7 @@ def test_an_optuna_sweep_minimizes_validation_loss(tmp_path, synthetic_source):
         assert int(row["best_epoch"]) == best["epoch"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow("scripts/reproduce.py starts a trial process per seed")
 def test_reproduce_records_best_pts_epoch(disagreeing_run, tmp_path):
     spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
     reproduce = importlib.util.module_from_spec(spec)

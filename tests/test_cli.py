@@ -183,7 +183,7 @@ def test_cuda_on_a_machine_without_it(tmp_path, tiny_config):
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
+@pytest.mark.slow("trains the smoke preset on the real MNIST files, checksums included")
 def test_smoke_config_on_the_real_data(tmp_path):
     source = require_real_data()
     result = run_cli(
@@ -208,7 +208,7 @@ def test_smoke_config_on_the_real_data(tmp_path):
     assert json.loads(evaluated.stdout)["accuracy"] == report["accuracy"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow("torch.compile compiles the model's graph (about 20 s on a CPU)")
 def test_compiled_training_saves_plain_keys(tmp_path, tiny_config):
     tiny_config["training"].update(epochs=1, compile=True)
     _, run = train(tmp_path, tiny_config)

@@ -17,7 +17,9 @@ import pytest
 from . import postgres
 from .conftest import config_document, run_cli, write_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(
+    "a real PostgreSQL server or journal file shared by several mlp-sweep processes"
+)
 optuna = pytest.importorskip("optuna")
 PARAM = "optimizer.lr=loguniform:1e-3:1e-1"
 
@@ -67,8 +69,15 @@ def _start(command: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-def _finish(process: subprocess.Popen, timeout: float = 420) -> str:
-    output, _ = process.communicate(timeout=timeout)
+def _finish(process: subprocess.Popen, timeout: float = 180) -> str:
+    """The sweep's output once it has ended by itself; a sweep still running after
+    `timeout` seconds (one that waits for ever) fails the test with what it printed."""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(process.pid)
+        output, _ = process.communicate()
+        raise AssertionError(f"the sweep had not ended after {timeout:.0f} s:\n{output}") from None
     assert process.returncode == 0, output
     return output
 
@@ -219,6 +228,30 @@ def test_a_machine_killed_mid_trial_is_retried_elsewhere_and_resumes(shared, bas
     numbers = sorted(t.number for t in _recorded(storage, "fault"))
     assert _result_numbers(_folder(victim_runs)) == numbers
     assert _result_numbers(_folder(survivor_runs)) == numbers
+
+
+def test_a_trial_left_running_by_a_dead_machine_does_not_hold_the_sweep(base_config, tmp_path):
+    """A study holds a trial that a machine died in (RUNNING, its last heartbeat long ago).
+    A sweep that needs that place must retire it after --grace and run its parameters
+    again, and end by itself, within a bounded wait."""
+    url = f"journal:{tmp_path / 'study.journal'}"
+    study = optuna.create_study(storage=_optuna_storage(url), study_name="orphan",
+                                direction="maximize")  # fmt: skip
+    distributions = {"optimizer.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    orphan = study.ask(distributions)
+    orphan.set_user_attr("heartbeat", time.time() - 3600)
+    orphan.set_user_attr("sweep_dir", str(tmp_path / "dead-machine"))
+    timing = ("--heartbeat", "0.5", "--grace", "3")
+    command = _sweep_command(base_config, tmp_path / "runs", url, "orphan", 2, *timing)
+    started = time.monotonic()
+    output = _finish(_start(command, tmp_path), timeout=120)
+    assert "its parameters are queued again" in output
+    assert time.monotonic() - started < 120
+    trials = optuna.load_study(study_name="orphan", storage=_optuna_storage(url)).get_trials()
+    assert trials[orphan.number].state.name == "FAIL"
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == orphan.number]
+    assert len(retry) == 1 and retry[0].user_attrs["outcome"] == "complete"
+    assert not [t for t in trials if t.state.name == "RUNNING"]
 
 
 def test_an_unreachable_or_refusing_database_is_exit_2_before_anything(

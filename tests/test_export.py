@@ -18,7 +18,12 @@ from mlptrain.data.registry import read_idx
 
 from .conftest import config_document, require_real_data, run_cli, write_config
 
-pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.realdata,
+    pytest.mark.slow(
+        "trains on 2,000 real MNIST images, exports and checks on all 10,000 (module fixture)"
+    ),
+]
 onnx = pytest.importorskip("onnx")
 
 

@@ -76,7 +76,7 @@ def leftovers(run: Path) -> list[str]:
     return [path.name for path in run.iterdir() if path.name.endswith(".tmp")]
 
 
-@pytest.mark.slow
+@pytest.mark.slow("a real mlp-train process stopped by a real SIGINT mid-epoch, then resumed")
 def test_interrupt_and_resume_match_an_uninterrupted_run(tmp_path, larger_source):
     whole_dir, parts_dir = tmp_path / "whole", tmp_path / "parts"
     whole_dir.mkdir(), parts_dir.mkdir()
@@ -116,7 +116,7 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(tmp_path, larger_source
     assert isinstance(load_config(run / "config.yaml"), Config)
 
 
-@pytest.mark.slow
+@pytest.mark.slow("a real mlp-train process stopped by a real SIGTERM mid-epoch")
 def test_sigterm_stops_cleanly_with_status_143(tmp_path, larger_source):
     process = start_training("--config", str(config_file(tmp_path, larger_source)), cwd=tmp_path)
     run = wait_for_rows(tmp_path / "runs", 1, process)
@@ -128,7 +128,7 @@ def test_sigterm_stops_cleanly_with_status_143(tmp_path, larger_source):
     assert not leftovers(run)
 
 
-@pytest.mark.slow
+@pytest.mark.slow("a real mlp-train process sent two SIGINTs mid-epoch")
 def test_a_second_ctrl_c_exits_at_once_without_broken_files(tmp_path, larger_source):
     process = start_training("--config", str(config_file(tmp_path, larger_source)), cwd=tmp_path)
     run = wait_for_rows(tmp_path / "runs", 1, process)

@@ -101,7 +101,7 @@ def _fresh_environment(tmp_path: Path, wheel: Path) -> Path:
     return venv / "bin"
 
 
-@pytest.mark.slow
+@pytest.mark.slow("builds the wheel, installs it into a new venv and trains from it")
 @pytest.mark.realdata
 def test_the_wheel_trains_a_shipped_preset_outside_the_clone(tmp_path):
     source = require_real_data()

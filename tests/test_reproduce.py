@@ -96,7 +96,7 @@ def test_failed_runs_are_listed_but_not_averaged() -> None:
     assert table_row(markdown, "fashion")[3] == "not run"  # never measured
 
 
-@pytest.mark.slow
+@pytest.mark.slow("scripts/reproduce.py --quick starts a trial process per entry and seed")
 def test_quick_mode_runs_entries_and_keeps_earlier_results(tmp_path, synthetic_source) -> None:
     results, markdown = tmp_path / "results.json", tmp_path / "results.md"
     results.write_text(json.dumps({"entries": {"fashion": record(0.93, 0.92)}}))

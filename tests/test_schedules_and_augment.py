@@ -240,7 +240,9 @@ def run_config(tmp_path, source, **sections):
     return write_config(tmp_path, document)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(
+    "an mlp-train process with every feature on: schedule, augmentation, early stopping"
+)
 def test_a_run_with_every_feature(tmp_path, synthetic_source, capsys):
     path = run_config(
         tmp_path,
@@ -269,7 +271,7 @@ def test_a_run_with_every_feature(tmp_path, synthetic_source, capsys):
     assert lrs_logged[0] < lrs_logged[1]  # the one-cycle warm-up, per epoch in metrics.csv
 
 
-@pytest.mark.slow
+@pytest.mark.slow("trains a run with a planned schedule before resuming it")
 def test_resume_refuses_new_epochs_for_a_planned_schedule(tmp_path, synthetic_source, capsys):
     path = run_config(tmp_path, synthetic_source, scheduler={"name": "cosine"})
     document = yaml.safe_load(path.read_text())

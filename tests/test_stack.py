@@ -371,7 +371,9 @@ def metrics_rows(run):
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(
+    "a group of models in a real process stopped by a signal, resumed, against separate runs"
+)
 def test_an_interrupted_group_resumes_to_the_same_weights(tmp_path, tmp_path_factory):
     """Ctrl-C during a group's third epoch, then --resume on one member's folder: every
     member ends exactly as in an uninterrupted group (dropout included)."""

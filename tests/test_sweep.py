@@ -113,7 +113,7 @@ def is_png(path: Path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
+@pytest.mark.slow("an mlp-sweep process and a process per grid point")
 def test_grid_sweep_writes_every_output(tmp_path, synthetic_source):
     config = base_config(tmp_path, synthetic_source)
     done = sweep(
@@ -153,7 +153,7 @@ def test_grid_sweep_writes_every_output(tmp_path, synthetic_source):
     assert checkpoint["config"]["optimizer"]["lr"] == float(best["optimizer.lr"])
 
 
-@pytest.mark.slow
+@pytest.mark.slow("an mlp-sweep process and a process per trial")
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, synthetic_source):
     config = base_config(tmp_path, synthetic_source)
     done = sweep("--config", str(config), "--grid", "data.subset.train=100,100000", cwd=tmp_path)
@@ -185,7 +185,7 @@ def test_optuna_missing_is_a_clear_error(tmp_path, synthetic_source):
     assert "pip install 'mlptrain[sweep]'" in done.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow("an mlp-sweep process stopped by a real signal, then resumed")
 def test_interrupted_grid_resumes_without_repeating_finished_trials(tmp_path, synthetic_source):
     config = base_config(tmp_path, synthetic_source, epochs=3)
     process = subprocess.Popen(
@@ -230,7 +230,7 @@ def test_interrupted_grid_resumes_without_repeating_finished_trials(tmp_path, sy
     assert "already finished" in done.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.slow("an mlp-sweep process and a process per Optuna trial")
 def test_optuna_search_with_pruning(tmp_path, synthetic_source):
     config = base_config(tmp_path, synthetic_source, epochs=3)
     done = sweep(
@@ -259,7 +259,7 @@ def test_optuna_search_with_pruning(tmp_path, synthetic_source):
     assert (folder / "study.db").exists() and (folder / "best_config.yaml").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow("enough Optuna trials on real data for the median rule to prune some")
 def test_a_pruned_search_stops_the_trials_that_fall_behind(tmp_path):
     """Three good trials, then one that cannot learn (lr 1e-7): the median rule must stop
     it mid-run. The trials are enqueued in a shared study, so their order is fixed,
@@ -288,7 +288,7 @@ def test_a_pruned_search_stops_the_trials_that_fall_behind(tmp_path):
             assert epochs == 5
 
 
-@pytest.mark.slow
+@pytest.mark.slow("two mlp-sweep processes on one study, each with its trial processes")
 def test_two_workers_share_one_study(tmp_path, synthetic_source):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     config = base_config(tmp_path, synthetic_source)
@@ -439,7 +439,7 @@ def test_trial_parameters_become_set_flags_that_read_back_the_same():
     assert {".".join(parse_override(t)[0]): parse_override(t)[1] for t in texts} == params
 
 
-@pytest.mark.slow
+@pytest.mark.slow("an mlp-sweep process training groups of trials in their processes")
 def test_a_stacked_grid_trains_each_shape_in_one_process(tmp_path, synthetic_source):
     """--stack: the 2 x 2 points of each width share one process; every trial still has
     its own ordinary run folder and results row, as without --stack."""
@@ -469,7 +469,7 @@ def test_a_stacked_grid_trains_each_shape_in_one_process(tmp_path, synthetic_sou
         )
 
 
-@pytest.mark.slow
+@pytest.mark.slow("an mlp-sweep process training batches of Optuna trials together")
 def test_a_stacked_optuna_search_asks_trials_in_batches(tmp_path, synthetic_source):
     config = base_config(tmp_path, synthetic_source)
     done = sweep(

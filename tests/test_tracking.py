@@ -22,7 +22,9 @@ from mlptrain.training.loop import Hooks
 
 from .conftest import TRAIN_COUNT, config_document, run_cli, write_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(
+    "real TensorBoard event files and MLflow stores and servers around real runs"
+)
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 mlflow = pytest.importorskip("mlflow")
 

@@ -411,7 +411,7 @@ def test_export_script_writes_both_layouts(exported):
         assert next(csv.reader(handle))[0] == "pixel0"  # Kaggle's test file has no labels
 
 
-@pytest.mark.slow
+@pytest.mark.slow("exports real MNIST as PNG and CSV and trains on each and on the IDX files")
 def test_png_csv_and_idx_train_to_the_same_accuracy(tmp_path, exported):
     """The same images through three readers: the runs are identical, number for number."""
     png = train_run(tmp_path, {"dataset": "images", "path": str(exported["png"])}, "png")
@@ -454,7 +454,7 @@ def test_image_folders_hold_exactly_the_idx_images(tmp_path, exported):
     assert len(folders.test_labels) == TEST
 
 
-@pytest.mark.slow
+@pytest.mark.slow("every command, each in its own process, on a run of real MNIST PNGs")
 def test_every_command_downstream_of_an_image_folder_run(tmp_path, exported):
     png = exported["png"]
     run = train_run(
@@ -503,7 +503,7 @@ def test_every_command_downstream_of_an_image_folder_run(tmp_path, exported):
     assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 4
 
 
-@pytest.mark.slow
+@pytest.mark.slow("predicts every row of real MNIST's test CSV in a process")
 def test_predict_writes_a_csv_of_predictions_and_kaggle_s_format(tmp_path, exported):
     run = train_run(
         tmp_path,
@@ -554,7 +554,7 @@ def test_predict_writes_a_csv_of_predictions_and_kaggle_s_format(tmp_path, expor
     assert "has 4 pixel columns, but data.image_size 28x28 needs 784" in refused.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow("an mlp-sweep process over real MNIST as CSV, a process per trial")
 def test_a_sweep_over_a_csv_dataset(tmp_path, exported):
     document = {
         "seed": 1,
