@@ -489,3 +489,16 @@ def test_a_stacked_optuna_search_asks_trials_in_batches(tmp_path, synthetic_sour
         "--param", "optimizer.lr=loguniform:1e-4:1e-1", cwd=tmp_path,
     )  # fmt: skip
     assert refused.returncode == 2 and "--stack and --prune do not go together" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--grid", "seed=1,2"], ["--search", "optuna"], ["--heartbeat", "2"], ["--tensorboard"]],
+)
+def test_resume_refuses_every_flag_but_workers_and_devices(flags, tmp_path, capsys):
+    """What --resume refuses is derived from the parser: every flag it does not take."""
+    from mlptrain.cli.sweep import main as sweep_main
+
+    assert sweep_main(["--resume", str(tmp_path / "sweep"), *flags]) == 2
+    message = capsys.readouterr().err
+    assert f"{flags[0]} cannot be used with it (only --workers and --devices)" in message

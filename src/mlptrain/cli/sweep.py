@@ -102,10 +102,10 @@ RESUME_TAKES = ("--resume", "--workers", "--devices")  # what --resume takes; th
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_command("mlp-sweep", lambda: sweep(args, given_flags(parser, args, RESUME_TAKES)))
+    return run_command("mlp-sweep", lambda: sweep(args, parser))
 
 
-def sweep(args: argparse.Namespace, clashing: list[str]) -> int:
+def sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from mlptrain.sweep.runner import create_sweep, load_sweep, run_sweep
     from mlptrain.util.logs import setup_logging
 
@@ -113,6 +113,7 @@ def sweep(args: argparse.Namespace, clashing: list[str]) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.resume is not None:
+        clashing = given_flags(parser, args, but=RESUME_TAKES)
         if clashing:
             raise UsageError(
                 f"--resume continues a sweep as it was set up; {', '.join(clashing)} cannot be "

@@ -56,13 +56,14 @@ RESUME_TAKES = ("--resume", "--set", "--data-source", "--no-verify", "--device",
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_command("mlp-train", lambda: train(args, given_flags(parser, args, RESUME_TAKES)))
+    return run_command("mlp-train", lambda: train(args, parser))
 
 
-def train(args: argparse.Namespace, clashing: list[str]) -> int:
+def train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     settings = flag_settings(args)
     show_bar = not args.quiet and sys.stderr.isatty()
     if args.resume is not None:
+        clashing = given_flags(parser, args, but=RESUME_TAKES)
         if clashing:
             raise UsageError(
                 f"--resume continues a run with its own config; {', '.join(clashing)} cannot "
