@@ -13,7 +13,7 @@ export MLPTRAIN_DATA_SOURCE := ../shared/datasets
 endif
 endif
 
-.PHONY: install train test test-all reproduce mutate lint format clean-venv
+.PHONY: install train test test-all docs reference reproduce mutate lint format clean-venv
 
 install: $(STAMP)
 
@@ -41,6 +41,15 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PYTEST_ENV) $(BIN)/python -m pytest $(PYTEST_PARALLEL)
+
+# The documentation site, strict (a broken link or a page missing from the navigation is an
+# error), into site/ (git-ignored); the reference pages are written from the code first.
+docs: $(STAMP)
+	$(BIN)/python scripts/make_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+reference: $(STAMP)
+	$(BIN)/python scripts/make_reference.py
 
 # Every recipe and preset, 3 seeds each (about 1.5 h on 2 cores): docs/results.md.
 reproduce: $(STAMP)

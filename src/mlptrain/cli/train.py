@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in folder RUN from its last.pt (only safe --set keys allowed)",
     )
     parser.add_argument(
-        "--run-dir", metavar="DIR", help="create the run in exactly this new folder (sweeps use it)"
+        "--run-dir", metavar="DIR", help="create the run in exactly this new folder"
     )
     parser.add_argument(
         "--seeds",

@@ -30,32 +30,56 @@ class _Section(BaseModel):
 
 
 class SubsetConfig(_Section):
-    train: int | None = Field(None, ge=1, description="images taken from the training set")
-    test: int | None = Field(None, ge=1, description="images taken from the test set")
+    train: int | None = Field(
+        None, ge=1, description="a seeded sample of this many training images (validation "
+        "is carved from them)"
+    )  # fmt: skip
+    test: int | None = Field(None, ge=1, description="the first this many test images")
 
 
 class NormalizeConfig(_Section):
     """Fixed input normalization, on the 0-1 pixel scale (tutorials use 0.5/0.5)."""
 
-    mean: float
-    std: float = Field(gt=0.0)
+    mean: float = Field(description="subtracted from every pixel (0-1 scale)")
+    std: float = Field(gt=0.0, description="then divided by this")
 
 
 class DataConfig(_Section):
-    dataset: Literal[DATASETS] = "fashion_mnist"
-    root: str = "data"  # downloads, imports and the cache of decoded images/csv files
-    source: str | None = None
-    verify: bool = True
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    subset: SubsetConfig | None = None
-    normalize: NormalizeConfig | None = None  # None: the training split's mean and std
-    # images and csv (docs: README "Your own data"):
-    path: str | None = None  # images: a folder of class folders (or of training/ + testing/)
-    test_path: str | None = None  # csv: the test file; images: a folder of class folders
-    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # a carved, class-stratified test split
-    label_column: str = Field("label", min_length=1)  # csv
-    image_size: tuple[int, int] = (28, 28)  # height, width: images are resized to it
-    skip_unreadable: bool = False  # images: skip files that do not decode, with a warning
+    dataset: Literal[DATASETS] = Field(
+        "fashion_mnist", description="mnist or fashion_mnist; images or csv for your own data"
+    )
+    root: str = Field(
+        "data", description="where dataset files are kept, and the cache of your own data"
+    )
+    source: str | None = Field(
+        None, description="a folder to import the four IDX files from (offline machines)"
+    )
+    verify: bool = Field(True, description="check the files' MD5 against the published ones")
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="share of the training set kept for validation"
+    )
+    subset: SubsetConfig | None = Field(None, description="train on a sample: {train: N, test: M}")
+    normalize: NormalizeConfig | None = Field(
+        None, description="fixed {mean, std}; null: the training split's own mean and std"
+    )
+    # images and csv (docs: "Your own data"):
+    path: str | None = Field(
+        None, description="images: a folder of class folders (or of training/ and testing/); "
+        "csv: the training file"
+    )  # fmt: skip
+    test_path: str | None = Field(
+        None, description="csv: the test file; images: a folder of class folders for testing"
+    )
+    test_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="set aside this share of each class as the test split"
+    )
+    label_column: str = Field("label", min_length=1, description="csv: the labels' column")
+    image_size: tuple[int, int] = Field(
+        (28, 28), description="height and width: images are turned grey and resized to it"
+    )
+    skip_unreadable: bool = Field(
+        False, description="images: skip files that do not decode, with a warning"
+    )
 
     @model_validator(mode="after")
     def _paths_fit_the_dataset(self) -> DataConfig:
@@ -95,13 +119,17 @@ class DataConfig(_Section):
 class AugmentConfig(_Section):
     """Random affine changes of training images, per image, on the device; 0 means off."""
 
-    translate: float = Field(0.0, ge=0.0, le=14.0)  # pixels, each axis
-    rotate: float = Field(0.0, ge=0.0, le=180.0)  # degrees
-    scale: float = Field(0.0, ge=0.0, lt=1.0)  # zoom in [1 - scale, 1 + scale]
-    shear: float = Field(0.0, ge=0.0, lt=90.0)  # degrees
-    hflip: bool = False  # mirror half the images (clothes, not digits)
-    elastic: float = Field(0.0, ge=0.0, le=100.0)  # elastic distortion strength (pixels)
-    elastic_sigma: float = Field(4.0, gt=0.0, le=10.0)  # its smoothness (pixels)
+    translate: float = Field(0.0, ge=0.0, le=14.0, description="random shifts, pixels per axis")
+    rotate: float = Field(0.0, ge=0.0, le=180.0, description="random rotations, degrees")
+    scale: float = Field(0.0, ge=0.0, lt=1.0, description="random zoom in [1 - s, 1 + s]")
+    shear: float = Field(0.0, ge=0.0, lt=90.0, description="random shear, degrees")
+    hflip: bool = Field(False, description="mirror half the images (clothes, not digits)")
+    elastic: float = Field(
+        0.0, ge=0.0, le=100.0, description="elastic distortion strength, pixels (34: classic)"
+    )
+    elastic_sigma: float = Field(
+        4.0, gt=0.0, le=10.0, description="smoothness of the elastic distortion, pixels"
+    )
 
     @property
     def enabled(self) -> bool:
@@ -111,10 +139,12 @@ class AugmentConfig(_Section):
 
 
 class ModelConfig(_Section):
-    hidden: list[int] = Field(default_factory=lambda: [256, 128])
-    activation: Literal[ACTIVATIONS] = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    batch_norm: bool = False
+    hidden: list[int] = Field(
+        default_factory=lambda: [256, 128], description="hidden layer widths; [] is linear"
+    )
+    activation: Literal[ACTIVATIONS] = Field("relu", description="after each hidden layer")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="after each hidden activation")
+    batch_norm: bool = Field(False, description="BatchNorm1d after each hidden Linear")
 
     @model_validator(mode="after")
     def _positive_widths(self) -> ModelConfig:
@@ -125,12 +155,14 @@ class ModelConfig(_Section):
 
 
 class OptimizerConfig(_Section):
-    name: Literal[OPTIMIZERS] = "adam"
-    lr: float = Field(0.001, gt=0.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    nesterov: bool = False  # sgd with momentum
-    betas: tuple[float, float] | None = None  # adam / adamw; None: (0.9, 0.999)
+    name: Literal[OPTIMIZERS] = Field("adam", description="the optimizer")
+    lr: float = Field(0.001, gt=0.0, description="learning rate")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd and rmsprop only")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty (decoupled for adamw)")
+    nesterov: bool = Field(False, description="Nesterov momentum (sgd with a momentum)")
+    betas: tuple[float, float] | None = Field(
+        None, description="adam and adamw: [b1, b2]; null: 0.9, 0.999"
+    )
 
     @model_validator(mode="after")
     def _options_only_where_used(self) -> OptimizerConfig:
@@ -153,18 +185,20 @@ SCHEDULERS = ("none", "step", "cosine", "onecycle")
 
 
 class SchedulerConfig(_Section):
-    name: Literal[SCHEDULERS] = "none"
-    step_size: int = Field(10, ge=1)  # step: epochs between decays
-    gamma: float = Field(0.1, gt=0.0, le=1.0)  # step: the decay factor
-    warmup_epochs: float = Field(0.0, ge=0.0)  # cosine: linear warm-up from 0
-    min_lr: float = Field(0.0, ge=0.0)  # cosine: the final learning rate
-    max_lr: float | None = Field(None, gt=0.0)  # onecycle: the peak (None: optimizer.lr)
-    pct_start: float = Field(0.3, gt=0.0, lt=1.0)  # onecycle: share of steps rising
+    name: Literal[SCHEDULERS] = Field(
+        "none", description="step (per epoch), cosine or onecycle (per batch)"
+    )
+    step_size: int = Field(10, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="step: the decay factor")
+    warmup_epochs: float = Field(0.0, ge=0.0, description="cosine: linear warm-up from 0")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine: the final learning rate")
+    max_lr: float | None = Field(None, gt=0.0, description="onecycle: the peak; null: optimizer.lr")
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="onecycle: share of steps rising")
 
 
 class EarlyStoppingConfig(_Section):
-    patience: int = Field(ge=1)  # epochs without select_best_by improving before stopping
-    min_delta: float = Field(0.0, ge=0.0)  # the least gain of select_best_by that counts
+    patience: int = Field(ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0, description="the least improvement that counts")
 
 
 AMP_MODES = ("none", "bf16", "auto")
@@ -173,18 +207,28 @@ NONFINITE_ACTIONS = ("stop", "skip_batch")
 
 
 class TrainingConfig(_Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int = Field(1000, ge=1)
-    amp: Literal[AMP_MODES] = "none"  # bf16 autocast; auto: bf16 where the device runs it natively
-    compile: bool = False  # torch.compile the model
-    on_nonfinite: Literal[NONFINITE_ACTIONS] = "stop"
-    deterministic: bool = False  # PyTorch's deterministic algorithms
-    threads: int | None = Field(None, ge=1)  # CPU threads for torch; None: torch's default
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    grad_clip: float | None = Field(None, gt=0.0)  # max gradient norm
-    early_stopping: EarlyStoppingConfig | None = None
-    select_best_by: Literal[BEST_BY] = "val_accuracy"
+    epochs: int = Field(10, ge=1, description="passes over the training split")
+    batch_size: int = Field(64, ge=1, description="training batch size")
+    eval_batch_size: int = Field(1000, ge=1, description="validation and test batch size")
+    amp: Literal[AMP_MODES] = Field(
+        "none", description="bf16 autocast; auto: bf16 where it measures faster here"
+    )
+    compile: bool = Field(False, description="torch.compile the model")
+    on_nonfinite: Literal[NONFINITE_ACTIONS] = Field(
+        "stop", description="when the training loss is NaN or infinite"
+    )
+    deterministic: bool = Field(False, description="PyTorch's deterministic algorithms")
+    threads: int | None = Field(None, ge=1, description="CPU threads; null: torch's default")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="label smoothing of the training loss"
+    )
+    grad_clip: float | None = Field(None, gt=0.0, description="clip the gradient norm to this")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="{patience, min_delta}: stop when select_best_by stalls"
+    )
+    select_best_by: Literal[BEST_BY] = Field(
+        "val_accuracy", description="the metric that picks best.pt, early stopping, sweeps"
+    )
 
 
 class MlflowConfig(_Section):
@@ -192,30 +236,51 @@ class MlflowConfig(_Section):
     output.runs_dir; the experiment's name (None: "mlptrain")."""
 
     tracking_uri: str | None = Field(
-        None, pattern=r"^(https?|file|sqlite|postgresql|mysql)(\+\w+)?:"
+        None,
+        pattern=r"^(https?|file|sqlite|postgresql|mysql)(\+\w+)?:",
+        description="a tracking server's URI; null: a local store in runs_dir",
     )
-    experiment: str | None = Field(None, min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$")
+    experiment: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="the experiment's name; null: mlptrain",
+    )
 
 
 class OutputConfig(_Section):
-    runs_dir: str = "runs"
-    tensorboard: bool = False  # event files in <run>/tensorboard/
-    tensorboard_every_n_batches: int | None = Field(None, ge=1)  # also the batch loss
-    mlflow: MlflowConfig | None = None
-    mlflow_log_checkpoints: bool = False
+    runs_dir: str = Field("runs", description="where run folders are created")
+    tensorboard: bool = Field(False, description="TensorBoard events in <run>/tensorboard/")
+    tensorboard_every_n_batches: int | None = Field(
+        None, ge=1, description="also the training loss every N batches"
+    )
+    mlflow: MlflowConfig | None = Field(None, description="log the run to MLflow")
+    mlflow_log_checkpoints: bool = Field(False, description="also log best.pt and last.pt")
 
 
 class Config(_Section):
-    name: str = Field("mlp", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
-    seed: int = Field(42, ge=0)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    name: str = Field(
+        "mlp",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=100,
+        description="the run folder's name prefix",
+    )
+    seed: int = Field(42, ge=0, description="seeds everything: weights, split, batch order")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto, cpu, cuda or cuda:N"
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="the dataset")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the MLP")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="its steps")
+    scheduler: SchedulerConfig = Field(
+        default_factory=SchedulerConfig, description="the learning rate over time"
+    )
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="the loop")
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig, description="random changes of training images only"
+    )
+    output: OutputConfig = Field(default_factory=OutputConfig, description="where results go")
 
     @model_validator(mode="after")
     def _schedule_fits_the_optimizer(self) -> Config:
