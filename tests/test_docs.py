@@ -120,3 +120,12 @@ def test_the_getting_started_commands_parse_and_resolve(tmp_path, synthetic_sour
                 [*words[1:], "--print-config"] if "--print-config" not in words else words[1:]
             )
             assert train.main(arguments) == 0, words
+
+
+def test_every_link_of_the_readme_leads_somewhere():
+    """README.md is not part of the site, so the strict build does not check its links."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    assert len(targets) >= 10
+    missing = [t for t in targets if "://" not in t and not (REPO / t).exists()]
+    assert missing == []
