@@ -10,6 +10,7 @@ from mlptrain.config.files import (
     apply_overrides,
     config_to_dict,
     config_to_yaml,
+    flatten,
     load_config,
     parse_override,
 )
@@ -309,3 +310,13 @@ def test_the_resolved_config_is_plain_json_data_in_schema_order() -> None:
     text = config_to_yaml(config)
     assert text.splitlines()[0] == "name: x"  # schema order, not sorted
     assert "  hidden: [256, 128]" in text.splitlines()  # short lists stay on one line
+
+
+def test_flatten_gives_every_leaf_its_dotted_key():
+    """The one flatten (compare's rows, the trackers' parameters, the stack's check)."""
+    document = {"a": 1, "b": {"c": [1, 2], "d": {"e": None}}, "f": {}}
+    assert flatten(document) == {"a": 1, "b.c": [1, 2], "b.d.e": None}
+    assert flatten({"x": {"y": 2}}, prefix="p.") == {"p.x.y": 2}
+    flat = flatten(config_to_dict(Config()))
+    assert flat["optimizer.lr"] == 0.001 and flat["model.hidden"] == [256, 128]
+    assert flat["data.subset"] is None and "data" not in flat  # an unset section is a leaf
