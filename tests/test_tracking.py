@@ -147,6 +147,27 @@ def test_mlflow_local_store_params_metrics_artifacts_and_resume(tmp_path, synthe
     ]
 
 
+def test_a_sqlite_store_keeps_its_artifacts_beside_it(tmp_path, synthetic_source, monkeypatch):
+    """MLflow puts a database store's artifacts in ./mlruns of the current folder unless
+    the experiment says otherwise; mlptrain's experiments keep them beside the database."""
+    store = tmp_path / "store" / "mlflow.db"
+    store.parent.mkdir()
+    uri = f"sqlite:///{store}"
+    document = _document(tmp_path, synthetic_source, mlflow={"tracking_uri": uri,
+                                                             "experiment": "beside"})  # fmt: skip
+    started_in = tmp_path / "elsewhere"
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)
+    result = mlptrain.train(document, verbose=False)
+    record = json.loads((result.run_dir / "mlflow.json").read_text())
+    assert record["tracking_uri"] == uri
+    assert not (started_in / "mlruns").exists()
+    experiment = _client(uri).get_experiment_by_name("beside")
+    assert experiment.artifact_location == str(tmp_path / "store" / "mlartifacts" / "beside")
+    logged = list((tmp_path / "store" / "mlartifacts" / "beside").rglob("test_metrics.json"))
+    assert len(logged) == 1
+
+
 def test_a_sweep_is_a_parent_run_with_nested_trials(tmp_path, synthetic_source):
     document = _document(tmp_path, synthetic_source, mlflow={"experiment": "sweeps"})
     document["training"]["epochs"] = 1

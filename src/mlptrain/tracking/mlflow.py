@@ -59,10 +59,19 @@ def experiment_id(client, config: Config) -> str:
                 "restore it (mlflow experiments restore) or choose another name"
             )
         return found.experiment_id
-    location = None
-    if not config.output.mlflow.tracking_uri:  # the local store keeps artifacts beside it
-        location = str(Path(config.output.runs_dir).resolve() / "mlartifacts" / name)
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=artifact_location(config, name))
+
+
+def artifact_location(config: Config, name: str) -> str | None:
+    """A new experiment's artifacts: beside a SQLite store (the local one under
+    output.runs_dir included), in mlartifacts/<experiment>/, not in ./mlruns of whatever
+    folder the run started from (MLflow's default for database stores); None for a
+    server or another database, whose own setting decides."""
+    uri = tracking_uri(config)
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))  # sqlite:////abs/x.db: /abs/x.db
+    return str(database.resolve().parent / "mlartifacts" / name)
 
 
 class MlflowTracker(Tracker):
