@@ -34,7 +34,8 @@ def resolve_config(config: ConfigLike, overrides: Sequence[str] = ()) -> Config:
     if not isinstance(config, (Config, Mapping)):
         return load_config(config, overrides)
     document = config_to_dict(config) if isinstance(config, Config) else config
-    return build_config([("config", document)], overrides, origin="config")
+    origin = "config with overrides" if overrides else "config"
+    return build_config([("config", document)], overrides, origin=origin)
 
 
 def train(

@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 RESUME_TAKES = ("--resume", "--workers", "--devices")  # what --resume takes; the rest is refused
+# The flags that describe a new sweep, each passed to plan_sweep under its own name.
+PLAN_FLAGS = ("grid", "param", "search", "trials", "prune", "stack", "workers", "devices",
+              "storage", "study", "heartbeat", "grace")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,21 +129,7 @@ def sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         settings = flag_settings(args, absolute_source=True)
         name = settings.pop("name", None)
         base = load_config(args.config, args.overrides, settings)
-        planned = plan_sweep(
-            base,
-            grid=args.grid,
-            params=args.param,
-            search=args.search,
-            trials=args.trials,
-            prune=args.prune,
-            stack=args.stack,
-            workers=args.workers,
-            devices=args.devices,
-            storage=args.storage,
-            study=args.study,
-            heartbeat=args.heartbeat,
-            grace=args.grace,
-        )
+        planned = plan_sweep(base, **{name: getattr(args, name) for name in PLAN_FLAGS})
         planned.check_workers(planned.workers)  # before the sweep folder exists
         folder, settings = create_sweep(base, planned, name or base.name)
     run_sweep(folder, settings, args.workers)

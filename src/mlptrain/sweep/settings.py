@@ -122,7 +122,7 @@ def plan_sweep(
     base: Config,
     *,
     grid: Sequence[str] = (),
-    params: Sequence[str] = (),
+    param: Sequence[str] = (),
     search: str | None = None,
     trials: int | None = None,
     prune: bool = False,
@@ -136,7 +136,7 @@ def plan_sweep(
 ) -> SweepSettings:
     """The sweep that mlp-sweep's flags describe (each argument is the flag of that name,
     as given), checked for values and flags that do not go together."""
-    mode = search or ("optuna" if params else "grid")
+    mode = search or ("optuna" if param else "grid")
     pinned = parse_devices(devices) if devices is not None else []
     if stack is not None and stack < 2:
         raise UsageError(f"--stack takes at least 2 trials per group, got {stack}")
@@ -154,7 +154,7 @@ def plan_sweep(
         "stack": stack or 0,
     }
     if mode == "grid":
-        if not grid or params or trials or prune or storage:
+        if not grid or param or trials or prune or storage:
             raise UsageError(
                 "a grid sweep takes --grid KEY=V1,V2,... (one or more) and none of --param, "
                 "--trials, --prune, --storage; use --search optuna for those"
@@ -162,7 +162,7 @@ def plan_sweep(
         axes = [parse_grid(text) for text in grid]
         keys = [key for key, _ in axes]
         return SweepSettings("grid", keys, seed=base.seed, points=grid_points(axes), **common)
-    if grid or not params or not trials or trials < 1:
+    if grid or not param or not trials or trials < 1:
         raise UsageError(
             "--search optuna takes --trials N and one or more --param KEY=KIND:..., and no --grid"
         )
@@ -176,7 +176,7 @@ def plan_sweep(
     storage = normalize(storage) if storage else None
     if storage:
         open_storage(optuna, storage)  # unreachable, refused or driverless: exit 2 now
-    specs = [parse_param(text) for text in params]
+    specs = [parse_param(text) for text in param]
     if len({spec.key for spec in specs}) != len(specs):
         raise UsageError("each key may appear in one --param only")
     return SweepSettings(
