@@ -71,7 +71,7 @@ def test_evaluating_the_test_split_needs_only_the_test_files(tmp_path, synthetic
 
 
 def test_observers_see_every_epoch_after_the_run_folder_has_it(tmp_path, synthetic_source):
-    from mlptrain.training.loop import Hooks
+    from mlptrain.training.hooks import Hooks
 
     class Watcher(Hooks):
         def __init__(self):
@@ -95,7 +95,7 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_run(tmp_path, synthe
     from mlptrain.artifacts.checkpoint import load_checkpoint
     from mlptrain.errors import EXIT_INTERRUPTED, StopRun
     from mlptrain.run.runner import resume, train
-    from mlptrain.training.loop import Hooks
+    from mlptrain.training.hooks import Hooks
 
     class StopAfterEpoch(Hooks):
         def __init__(self, epoch):

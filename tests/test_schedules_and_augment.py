@@ -11,7 +11,8 @@ import yaml
 
 from mlptrain.artifacts.checkpoint import load_checkpoint
 from mlptrain.cli.train import main as train_main
-from mlptrain.config.schema import AugmentConfig, OptimizerConfig, SchedulerConfig, validate
+from mlptrain.config.schema import OptimizerConfig, SchedulerConfig, validate
+from mlptrain.config.training_schema import AugmentConfig
 from mlptrain.errors import UsageError
 from mlptrain.model.mlp import MLP, ModelSpec
 from mlptrain.training.augment import RandomAffine

@@ -18,7 +18,7 @@ import pytest
 import mlptrain
 from mlptrain.errors import StopRun
 from mlptrain.run.runner import resume
-from mlptrain.training.loop import Hooks
+from mlptrain.training.hooks import Hooks
 
 from .conftest import TRAIN_COUNT, config_document, run_cli, write_config
 

@@ -64,3 +64,52 @@ def test_dropout_and_weight_decay_reach_the_model_and_optimizer(folder, syntheti
     )
     plain = run(folder, synthetic_source, "adamw", optimizer={"name": "adamw", "weight_decay": 0})
     assert decayed[-1]["train_loss"] != plain[-1]["train_loss"]
+
+
+@pytest.mark.parametrize(
+    "augment",
+    [
+        {"mixup": {"alpha": 1.0}},
+        {"cutmix": {"alpha": 1.0}},
+        {"erase": {"probability": 1.0, "area": [0.3, 0.6]}},
+    ],
+    ids=["mixup", "cutmix", "erase"],
+)
+def test_mixing_and_erasing_change_the_training_batches(
+    folder, synthetic_source, baseline, augment
+):
+    name = next(iter(augment))
+    changed = run(folder, synthetic_source, name, augment=augment)
+    # Harder (mixed or erased) batches: a higher training loss from the same start.
+    assert changed[0]["train_loss"] > baseline[0]["train_loss"] + 0.05
+
+
+@pytest.mark.parametrize(
+    "average",
+    [{"ema": {"decay": 0.5}}, {"swa": {"start_epoch": 1, "lr": 0.01}}],
+    ids=["ema", "swa"],
+)
+def test_averaged_weights_are_what_validation_sees(folder, synthetic_source, baseline, average):
+    name = next(iter(average))
+    averaged = run(folder, synthetic_source, name, training=average)
+    # The same training steps (EMA) or the same first epoch (SWA) ...
+    if name == "ema":
+        assert averaged[0]["train_loss"] == baseline[0]["train_loss"]
+    # ... but validation of other weights.
+    assert averaged[0]["val_loss"] != baseline[0]["val_loss"]
+
+
+def test_a_teacher_changes_the_loss(folder, synthetic_source, baseline):
+    teacher = folder / "baseline" / "best.pt"
+    distilled = run(folder, synthetic_source, "distilled",
+                    training={"teacher": str(teacher), "distill": {"weight": 0.5}})  # fmt: skip
+    assert distilled[0]["train_loss"] != baseline[0]["train_loss"]
+
+
+def test_evaluation_tta_reaches_the_final_test(folder, synthetic_source, baseline):
+    import json
+
+    run(folder, synthetic_source, "tta", evaluation={"tta": "shift"})
+    test = json.loads((folder / "tta" / "test_metrics.json").read_text())
+    assert test["tta"]["mode"] == "shift"
+    assert "tta" not in json.loads((folder / "baseline" / "test_metrics.json").read_text())

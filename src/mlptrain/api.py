@@ -21,7 +21,7 @@ from mlptrain.config.schema import Config
 if TYPE_CHECKING:
     from mlptrain.evaluation.evaluator import Evaluation
     from mlptrain.run.lifecycle import GroupResult, RunResult
-    from mlptrain.training.loop import Hooks
+    from mlptrain.training.hooks import Hooks
 
 
 ConfigLike = Config | Mapping[str, Any] | ConfigSource | Sequence[ConfigSource] | None
@@ -48,7 +48,7 @@ def train(
 ) -> RunResult:
     """Train one run as `mlp-train` does; returns its folder, history and test metrics.
 
-    `observers` (mlptrain.training.loop.Hooks) see each batch and epoch record as it happens,
+    `observers` (mlptrain.training.hooks.Hooks) see each batch and epoch record as it happens,
     for a live plot, say.
 
     A user mistake raises mlptrain.errors.UsageError; a run stopped by Ctrl-C or a
@@ -64,21 +64,28 @@ def train(
 
 def train_together(
     config: ConfigLike = None,
-    seeds: Sequence[int] = (1, 2, 3),
+    seeds: Sequence[int] | None = None,
     overrides: Sequence[str] = (),
     group_dir: str | Path | None = None,
     *,
     verbose: bool = True,
 ) -> GroupResult:
-    """Train the config once per seed, all together in one process, as `mlp-train
-    --seeds` does: `.results` holds each finished run's RunResult, `.failed` the runs
-    that stopped on a non-finite loss, `.folder` the group folder."""
-    from mlptrain.run.runner import seed_configs, train_group
+    """Train the config once per seed (default 1, 2, 3), all together in one process, as
+    `mlp-train --seeds` does, or the members of the config's ensemble, as `mlp-train`
+    does (then `.test` holds the ensemble's test): `.results` holds each finished run's
+    RunResult, `.failed` the runs that stopped on a non-finite loss, `.folder` the group
+    folder."""
+    from mlptrain.errors import UsageError
+    from mlptrain.run.runner import seed_configs, train_ensemble, train_group
     from mlptrain.util.logs import setup_logging
 
     resolved = resolve_config(config, overrides)
     setup_logging(terminal=verbose)
-    return train_group(seed_configs(resolved, list(seeds)), group_dir=group_dir)
+    if resolved.ensemble is not None:
+        if seeds is not None:
+            raise UsageError("seeds and the config's ensemble both name the models; use one")
+        return train_ensemble(resolved, group_dir=group_dir)
+    return train_group(seed_configs(resolved, list(seeds or (1, 2, 3))), group_dir=group_dir)
 
 
 def evaluate(

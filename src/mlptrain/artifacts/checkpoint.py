@@ -42,15 +42,24 @@ def build_checkpoint(
     metrics: list[dict[str, Any]],
     rng: dict[str, Any] | None = None,
     scheduler: dict[str, Any] | None = None,
+    trained: nn.Module | None = None,
+    average: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything to rebuild the model, evaluate it, and resume training exactly.
 
     `epoch` is the number of completed epochs (0: saved before the first one); `rng`
     holds the random-number states at that point, so a resumed run repeats the rest.
+    With averaged weights (training.ema, training.swa), `model` is the average, which
+    every reader of model_state uses, and `trained` the weights that training goes on
+    from, kept as training_weights with the average's `average` state.
     """
     module = unwrap(model)
     spec: ModelSpec = module.spec
+    extra = {}
+    if trained is not None:
+        extra = {"training_weights": unwrap(trained).state_dict(), "average": average}
     return {
+        **extra,
         "format_version": FORMAT_VERSION,
         "model_spec": spec.to_dict(),
         "model_state": module.state_dict(),

@@ -16,6 +16,7 @@ from mlptrain.cli.common import (
     flag_settings,
     run_command,
 )
+from mlptrain.config.schema import TTA_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--perturb-seed", type=int, default=0, metavar="N", help="seed of --rotate/--shift"
     )
     add_deprecated_alias(parser, "--seed", "--perturb-seed", "perturb_seed", type=int, metavar="N")
+    parser.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default="none",
+        help="test-time augmentation: average the probabilities over each image and its "
+        "mirror (hflip) or its one-pixel shifts (shift)",
+    )
     add_version_argument(parser)
     return parser
 
@@ -87,7 +95,7 @@ def evaluate(args: argparse.Namespace) -> int:
                 "split depends on its own seed"
             )
         paths = [Path(path) for path in args.ensemble]
-        evaluation, model = evaluate_ensemble(paths, settings, args.batch_size)
+        evaluation, model = evaluate_ensemble(paths, settings, args.batch_size, args.tta)
         default_out = Path(os.path.commonpath([path.resolve().parent.parent for path in paths]))
         names, title = (
             OutputNames.of_eval("test", "ensemble_"),
@@ -96,7 +104,9 @@ def evaluate(args: argparse.Namespace) -> int:
         shown = f"ensemble of {len(paths)}"
     else:
         path = Path(args.checkpoint)
-        evaluation, model = evaluate_checkpoint(path, args.split, settings, args.batch_size)
+        evaluation, model = evaluate_checkpoint(
+            path, args.split, settings, args.batch_size, args.tta
+        )
         default_out, names = path.parent, OutputNames.of_eval(args.split)
         title = f"{args.split} split, {path.name} (epoch {evaluation.summary.get('epoch')})"
         shown = f"{path}, epoch {evaluation.summary.get('epoch')}"
@@ -132,6 +142,7 @@ def evaluate_exported(args: argparse.Namespace) -> int:
             ("--rotate", args.rotate),
             ("--shift", args.shift),
             ("--out-dir", args.out_dir),
+            ("--tta", args.tta != "none"),
         )
         if given
     ]
@@ -167,6 +178,8 @@ def print_summary(summary: dict, shown: str, out: Path) -> None:
     )
     for member in summary.get("members", []):
         print(f"  member {member['checkpoint']}: accuracy {member['accuracy']:.4f}")
+    if "tta" in summary:
+        print(f"test-time augmentation {summary['tta']['mode']}: {summary['tta']['variants']}")
     if "perturbed" in summary:
         perturbed = summary["perturbed"]
         print(

@@ -74,6 +74,12 @@ def train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.print_config:
         sys.stdout.write(config_to_yaml(config))
         return 0
+    if config.ensemble is not None:
+        if args.seeds is not None:
+            raise UsageError(
+                "--seeds and the config's ensemble both name the models to train; use one"
+            )
+        return train_ensemble(args, config, show_bar)
     if args.seeds is not None:
         return train_seeds(args, config, show_bar)
     # Imported only now, so that --help and config errors never wait for torch.
@@ -103,6 +109,14 @@ def train_seeds(args: argparse.Namespace, config, show_bar: bool) -> int:
     setup_logging()
     result = train_group(configs, group_dir=args.run_dir, show_bar=show_bar)
     return group_status(result)
+
+
+def train_ensemble(args: argparse.Namespace, config, show_bar: bool) -> int:
+    from mlptrain.run.runner import train_ensemble as run_ensemble
+    from mlptrain.util.logs import setup_logging
+
+    setup_logging()
+    return group_status(run_ensemble(config, group_dir=args.run_dir, show_bar=show_bar))
 
 
 def group_status(result) -> int:

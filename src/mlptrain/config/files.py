@@ -168,7 +168,35 @@ def build_config(
         if overrides or settings:
             origin += " with command-line overrides"
     traced = origins if len(layers) + len(overrides) + len(settings or {}) > 1 else None
-    return validate(document, origin, traced)
+    config = validate(document, origin, traced)
+    if config.ensemble is not None:
+        ensemble_configs(config)  # a member that does not validate is the config's error
+    return config
+
+
+def ensemble_configs(config: Config) -> list[Config]:
+    """The members of `config.ensemble`, each an ordinary config: the base without its
+    ensemble key, with the member's seed or its keys (a member without a seed gets the
+    base seed plus its position). Seeds must differ: they name the members' folders."""
+    ensemble = config.ensemble
+    if ensemble is None:
+        raise ValueError("the config has no ensemble")
+    base = config_to_dict(config)
+    del base["ensemble"]
+    entries = ensemble.members or [{"seed": seed} for seed in ensemble.seeds or ()]
+    members = []
+    for number, entry in enumerate(entries, 1):
+        if "ensemble" in entry:
+            raise UsageError(f"ensemble member {number}: a member cannot hold an ensemble")
+        layers = [("base", base), ("member", {"seed": config.seed + number - 1}), ("m", entry)]
+        document, _ = merge_layers(layers)
+        members.append(validate(document, f"ensemble member {number} ({entry})"))
+    seeds = [member.seed for member in members]
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(
+            f"ensemble members need distinct seeds (they name their folders), got {seeds}"
+        )
+    return members
 
 
 def merge_layers(

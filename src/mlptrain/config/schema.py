@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from mlptrain.config.messages import describe_errors
-from mlptrain.config.monitor import MONITORS
+from mlptrain.config.section import Section
+from mlptrain.config.training_schema import AugmentConfig, TrainingConfig
 from mlptrain.errors import UsageError
 
 BUILTIN_DATASETS = ("mnist", "fashion_mnist")
@@ -24,12 +25,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 OPTIMIZERS_WITH_MOMENTUM = ("sgd", "rmsprop")
 
 
-class _Section(BaseModel):
-    # Unknown keys are errors (typos must not be ignored); a loaded config never changes.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class SubsetConfig(_Section):
+class SubsetConfig(Section):
     train: int | None = Field(
         None, ge=1, description="a seeded sample of this many training images (validation "
         "is carved from them)"
@@ -37,14 +33,14 @@ class SubsetConfig(_Section):
     test: int | None = Field(None, ge=1, description="the first this many test images")
 
 
-class NormalizeConfig(_Section):
+class NormalizeConfig(Section):
     """Fixed input normalization, on the 0-1 pixel scale (tutorials use 0.5/0.5)."""
 
     mean: float = Field(description="subtracted from every pixel (0-1 scale)")
     std: float = Field(gt=0.0, description="then divided by this")
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     dataset: Literal[DATASETS] = Field(
         "fashion_mnist", description="mnist or fashion_mnist; images or csv for your own data"
     )
@@ -116,29 +112,7 @@ class DataConfig(_Section):
         return self.dataset in BUILTIN_DATASETS
 
 
-class AugmentConfig(_Section):
-    """Random affine changes of training images, per image, on the device; 0 means off."""
-
-    translate: float = Field(0.0, ge=0.0, le=14.0, description="random shifts, pixels per axis")
-    rotate: float = Field(0.0, ge=0.0, le=180.0, description="random rotations, degrees")
-    scale: float = Field(0.0, ge=0.0, lt=1.0, description="random zoom in [1 - s, 1 + s]")
-    shear: float = Field(0.0, ge=0.0, lt=90.0, description="random shear, degrees")
-    hflip: bool = Field(False, description="mirror half the images (clothes, not digits)")
-    elastic: float = Field(
-        0.0, ge=0.0, le=100.0, description="elastic distortion strength, pixels (34: classic)"
-    )
-    elastic_sigma: float = Field(
-        4.0, gt=0.0, le=10.0, description="smoothness of the elastic distortion, pixels"
-    )
-
-    @property
-    def enabled(self) -> bool:
-        return bool(
-            self.translate or self.rotate or self.scale or self.shear or self.hflip or self.elastic
-        )
-
-
-class ModelConfig(_Section):
+class ModelConfig(Section):
     hidden: list[int] = Field(
         default_factory=lambda: [256, 128], description="hidden layer widths; [] is linear"
     )
@@ -154,7 +128,7 @@ class ModelConfig(_Section):
         return self
 
 
-class OptimizerConfig(_Section):
+class OptimizerConfig(Section):
     name: Literal[OPTIMIZERS] = Field("adam", description="the optimizer")
     lr: float = Field(0.001, gt=0.0, description="learning rate")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd and rmsprop only")
@@ -184,7 +158,7 @@ class OptimizerConfig(_Section):
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
 
 
-class SchedulerConfig(_Section):
+class SchedulerConfig(Section):
     name: Literal[SCHEDULERS] = Field(
         "none", description="step (per epoch), cosine or onecycle (per batch)"
     )
@@ -196,42 +170,39 @@ class SchedulerConfig(_Section):
     pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="onecycle: share of steps rising")
 
 
-class EarlyStoppingConfig(_Section):
-    patience: int = Field(ge=1, description="epochs without improvement before stopping")
-    min_delta: float = Field(0.0, ge=0.0, description="the least improvement that counts")
+TTA_MODES = ("none", "hflip", "shift")
 
 
-AMP_MODES = ("none", "bf16", "auto")
-BEST_BY = tuple(MONITORS)  # the monitor's metrics
-NONFINITE_ACTIONS = ("stop", "skip_batch")
-
-
-class TrainingConfig(_Section):
-    epochs: int = Field(10, ge=1, description="passes over the training split")
-    batch_size: int = Field(64, ge=1, description="training batch size")
-    eval_batch_size: int = Field(1000, ge=1, description="validation and test batch size")
-    amp: Literal[AMP_MODES] = Field(
-        "none", description="bf16 autocast; auto: bf16 where it measures faster here"
-    )
-    compile: bool = Field(False, description="torch.compile the model")
-    on_nonfinite: Literal[NONFINITE_ACTIONS] = Field(
-        "stop", description="when the training loss is NaN or infinite"
-    )
-    deterministic: bool = Field(False, description="PyTorch's deterministic algorithms")
-    threads: int | None = Field(None, ge=1, description="CPU threads; null: torch's default")
-    label_smoothing: float = Field(
-        0.0, ge=0.0, lt=1.0, description="label smoothing of the training loss"
-    )
-    grad_clip: float | None = Field(None, gt=0.0, description="clip the gradient norm to this")
-    early_stopping: EarlyStoppingConfig | None = Field(
-        None, description="{patience, min_delta}: stop when select_best_by stalls"
-    )
-    select_best_by: Literal[BEST_BY] = Field(
-        "val_accuracy", description="the metric that picks best.pt, early stopping, sweeps"
+class EvaluationConfig(Section):
+    tta: Literal[TTA_MODES] = Field(
+        "none", description="the final test averages over mirrored (hflip) or shifted images"
     )
 
 
-class MlflowConfig(_Section):
+class EnsembleConfig(Section):
+    """Several models from one config, trained and tested as one averaged model."""
+
+    seeds: list[int] | None = Field(
+        None, description="one member per seed, otherwise the same config"
+    )
+    members: list[dict[str, Any]] | None = Field(
+        None, description="one member per entry: keys that differ from this config"
+    )
+
+    @model_validator(mode="after")
+    def _members(self) -> EnsembleConfig:
+        if (self.seeds is None) == (self.members is None):
+            raise ValueError("ensemble takes seeds or members (one of the two)")
+        count = len(self.seeds if self.seeds is not None else self.members)
+        if count < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {count}")
+        seeds = self.seeds or []
+        if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError(f"ensemble.seeds must be distinct and >= 0, got {seeds}")
+        return self
+
+
+class MlflowConfig(Section):
     """Log the run to MLflow: a tracking server's URI, or None for a local store under
     output.runs_dir; the experiment's name (None: "mlptrain")."""
 
@@ -249,7 +220,7 @@ class MlflowConfig(_Section):
     )
 
 
-class OutputConfig(_Section):
+class OutputConfig(Section):
     runs_dir: str = Field("runs", description="where run folders are created")
     tensorboard: bool = Field(False, description="TensorBoard events in <run>/tensorboard/")
     tensorboard_every_n_batches: int | None = Field(
@@ -259,7 +230,7 @@ class OutputConfig(_Section):
     mlflow_log_checkpoints: bool = Field(False, description="also log best.pt and last.pt")
 
 
-class Config(_Section):
+class Config(Section):
     name: str = Field(
         "mlp",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
@@ -279,6 +250,12 @@ class Config(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="the loop")
     augment: AugmentConfig = Field(
         default_factory=AugmentConfig, description="random changes of training images only"
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="the final test of best.pt"
+    )
+    ensemble: EnsembleConfig | None = Field(
+        None, description="{seeds: [...]} or {members: [...]}: train K models as one"
     )
     output: OutputConfig = Field(default_factory=OutputConfig, description="where results go")
 

@@ -62,3 +62,35 @@ def load_ensemble(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], En
         for path, checkpoint in zip(paths, checkpoints, strict=True)
     ]
     return checkpoints, Ensemble(models)
+
+
+def member_files(paths: Sequence[str | Path], origin: str) -> list[Path]:
+    """Checkpoint files from paths that are files, run folders (their best.pt) or group
+    folders (each member's best.pt, in name order)."""
+    files = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(path)
+        elif (path / "best.pt").is_file():
+            files.append(path / "best.pt")
+        else:
+            members = sorted(path.glob("*/best.pt"))
+            if not members:
+                raise UsageError(
+                    f"{origin} {path}: a folder with no best.pt and no run folders holding one"
+                )
+            files.extend(members)
+    return files
+
+
+def teacher_checkpoints(
+    paths: Sequence[str | Path],
+) -> tuple[dict[Path, dict[str, Any]], nn.Module]:
+    """training.teacher's checkpoints (by file) and the model they make: one checkpoint's
+    own, or several checkpoints' ensemble."""
+    files = member_files(paths, "training.teacher")
+    if len(files) == 1:
+        checkpoint = load_checkpoint(files[0])
+        return {files[0]: checkpoint}, model_from_checkpoint(checkpoint, str(files[0]))
+    checkpoints, ensemble = load_ensemble(files)
+    return dict(zip(files, checkpoints, strict=True)), ensemble

@@ -20,6 +20,7 @@ from mlptrain.config.files import build_config
 from mlptrain.config.schema import Config
 from mlptrain.data.splits import Split, check_classes, load_splits, load_test_split
 from mlptrain.errors import UsageError
+from mlptrain.evaluation.tta import TTA_VARIANTS, with_tta
 from mlptrain.training.loop import evaluate
 from mlptrain.training.runtime import resolve_device
 
@@ -77,11 +78,16 @@ def evaluate_split(
     images: Split,
     class_names: list[str],
     batch_size: int,
+    tta: str = "none",
     **context: Any,
 ) -> Evaluation:
-    """Evaluate in full precision and summarize (`context`: split, checkpoint, epoch...)."""
-    result = evaluate(model, images, batch_size)
-    return Evaluation(summarize(result, class_names, **context), result, images)
+    """Evaluate in full precision and summarize (`context`: split, checkpoint, epoch...);
+    `tta` averages the probabilities over variants of each image (evaluation/tta.py)."""
+    result = evaluate(with_tta(model, tta), images, batch_size)
+    summary = summarize(result, class_names, **context)
+    if tta != "none":
+        summary["tta"] = {"mode": tta, "variants": TTA_VARIANTS[tta]}
+    return Evaluation(summary, result, images)
 
 
 def evaluate_checkpoint(
@@ -89,6 +95,7 @@ def evaluate_checkpoint(
     split: str = "test",
     settings: Mapping[str, Any] | None = None,
     batch_size: int = 1000,
+    tta: str = "none",
 ) -> tuple[Evaluation, nn.Module]:
     """Rebuild the checkpoint's model and evaluate it on its run's `split` (test or val);
     only the files that split needs are read."""
@@ -114,6 +121,7 @@ def evaluate_checkpoint(
         images,
         list(checkpoint["class_names"]),
         batch_size,
+        tta,
         split=split,
         checkpoint=str(path),
         epoch=checkpoint.get("epoch"),
@@ -126,6 +134,7 @@ def evaluate_ensemble(
     paths: list[str | Path],
     settings: Mapping[str, Any] | None = None,
     batch_size: int = 1000,
+    tta: str = "none",
 ) -> tuple[Evaluation, nn.Module]:
     """The averaged probabilities of several checkpoints of one dataset on its test split
     (read as the first checkpoint's run read it), with each member's own accuracy."""
@@ -144,6 +153,7 @@ def evaluate_ensemble(
         images,
         list(first["class_names"]),
         batch_size,
+        tta,
         split="test",
         checkpoint=[str(path) for path in paths],
         dataset=config.data.dataset,
@@ -164,7 +174,7 @@ def perturbed(
     model: nn.Module, split: Split, batch_size: int, rotate: float, shift: float, seed: int
 ) -> dict[str, Any]:
     """Accuracy on the split's images rotated and shifted at random (seeded)."""
-    from mlptrain.config.schema import AugmentConfig
+    from mlptrain.config.training_schema import AugmentConfig
     from mlptrain.training.augment import RandomAffine
 
     check_perturbation(rotate, shift)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from mlptrain.config.schema import Config
 from mlptrain.data.splits import DataSplits
 from mlptrain.model.mlp import ModelSpec
-from mlptrain.training.loop import Hooks
+from mlptrain.training.hooks import Hooks
 from mlptrain.training.runtime import Amp
 from mlptrain.util.logs import get_logger, member_scope
 

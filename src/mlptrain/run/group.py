@@ -24,13 +24,15 @@ class GroupFile:
     """group.json: each member's run folder (relative to the group folder when inside it)
     and its status; rewritten atomically whenever a member ends."""
 
-    def __init__(self, path: Path, members: list[dict[str, str]]) -> None:
-        self.path, self.members = path, members
+    def __init__(self, path: Path, members: list[dict[str, str]], ensemble: bool = False) -> None:
+        # ensemble: the members are one model (the config's ensemble key), tested as one
+        # when the last of them has finished, with the group folder's config.yaml.
+        self.path, self.members, self.ensemble = path, members, ensemble
 
     @classmethod
-    def create(cls, folder: Path, run_dirs: Sequence[Path]) -> GroupFile:
+    def create(cls, folder: Path, run_dirs: Sequence[Path], ensemble: bool = False) -> GroupFile:
         members = [{"run_dir": _relative(path, folder), "status": TRAINING} for path in run_dirs]
-        group = cls(folder / GROUP_FILE, members)
+        group = cls(folder / GROUP_FILE, members, ensemble)
         group.write()
         return group
 
@@ -41,10 +43,11 @@ class GroupFile:
             candidate = folder / GROUP_FILE
             if candidate.is_file():
                 try:
-                    members = json.loads(candidate.read_text())["members"]
-                except (OSError, ValueError, KeyError) as exc:
+                    document = json.loads(candidate.read_text())
+                    members = document["members"]
+                except (OSError, ValueError, KeyError, TypeError) as exc:
                     raise UsageError(f"{candidate} cannot be read: {exc}") from None
-                return cls(candidate, members)
+                return cls(candidate, members, bool(document.get("ensemble")))
         return None
 
     @classmethod
@@ -71,8 +74,14 @@ class GroupFile:
                 member["status"] = status
         self.write()
 
+    @property
+    def finished(self) -> bool:
+        return all(member["status"] == FINISHED for member in self.members)
+
     def write(self) -> None:
-        document = {"members": self.members}
+        document: dict = {"members": self.members}
+        if self.ensemble:
+            document["ensemble"] = True
         atomic_write_text(self.path, json.dumps(document, indent=1) + "\n")
 
 

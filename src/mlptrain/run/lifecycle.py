@@ -20,8 +20,15 @@ from typing import Any
 from mlptrain.artifacts.metrics import format_report
 from mlptrain.artifacts.rundir import RunDir
 from mlptrain.config.files import config_to_yaml
+from mlptrain.config.schema import Config
 from mlptrain.errors import StopRun, signal_status
-from mlptrain.evaluation.evaluator import OutputNames, evaluate_split, load_model, write_outputs
+from mlptrain.evaluation.evaluator import (
+    OutputNames,
+    evaluate_ensemble,
+    evaluate_split,
+    load_model,
+    write_outputs,
+)
 from mlptrain.run.console import EpochLines, ProgressBar
 from mlptrain.run.group import FAILED, FINISHED, GroupFile
 from mlptrain.run.recorder import RunRecorder
@@ -29,7 +36,8 @@ from mlptrain.run.session import Session
 from mlptrain.stack.trainer import Member, fit_group
 from mlptrain.tracking.base import Trackers
 from mlptrain.tracking.trackers import open_trackers
-from mlptrain.training.loop import HookList, Hooks, NonFiniteLoss, TrainingInterrupted, fit
+from mlptrain.training.hooks import HookList, Hooks
+from mlptrain.training.loop import NonFiniteLoss, TrainingInterrupted, fit
 from mlptrain.util.logs import get_logger, member_scope
 from mlptrain.util.stopping import TwoStageStop
 
@@ -59,6 +67,7 @@ class GroupResult:
     folder: Path | None  # where group.json is; None for one run, or runs in given folders
     results: list[RunResult] = field(default_factory=list)
     failed: dict[Path, str] = field(default_factory=dict)
+    test: dict[str, Any] | None = None  # an ensemble's test, as in its test_metrics.json
 
 
 @dataclass
@@ -205,6 +214,7 @@ def test_best(session: Session, run: RunDir, fit_seconds: float) -> RunResult:
         splits.test,
         names,
         session.settings.eval_batch_size,
+        session.config.evaluation.tta,
         split="test",
         checkpoint="best.pt",
         epoch=state.best_epoch,
@@ -226,3 +236,17 @@ def test_best(session: Session, run: RunDir, fit_seconds: float) -> RunResult:
     return RunResult(
         run.path, list(state.history), state.best_epoch, summary, fit_seconds, len(splits.train)
     )
+
+
+def test_ensemble(folder: Path, config: Config, members: Sequence[Path]) -> dict[str, Any]:
+    """An ensemble group's members' best.pt tested as one model (their averaged
+    probabilities, with the config's test-time augmentation), written into the group
+    folder as a run's test is written into its run folder."""
+    paths = [member / "best.pt" for member in members]
+    batch_size = config.training.eval_batch_size
+    evaluation, _ = evaluate_ensemble(paths, {}, batch_size, config.evaluation.tta)
+    title = f"test set, ensemble of {len(paths)} (best.pt of each)"
+    write_outputs(folder, OutputNames.of_training(), evaluation, title)
+    log.info("test set, ensemble of %d:\n%s", len(paths), format_report(evaluation.summary))
+    log.info("group folder: %s  ensemble test accuracy: %.4f", folder, evaluation.accuracy)
+    return evaluation.summary

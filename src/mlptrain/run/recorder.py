@@ -11,7 +11,7 @@ from mlptrain.artifacts.rundir import RunDir
 from mlptrain.config.files import config_to_dict
 from mlptrain.errors import UsageError
 from mlptrain.run.session import Session
-from mlptrain.training.loop import Hooks
+from mlptrain.training.hooks import Hooks
 from mlptrain.training.runtime import rng_state
 
 
@@ -24,8 +24,9 @@ class RunRecorder(Hooks):
     def save(self, is_best: bool) -> None:
         """last.pt (and best.pt) at the state's last finished epoch."""
         state = self.session.state
+        average = state.average
         checkpoint = build_checkpoint(
-            model=self.session.model,
+            model=average.evaluated(state.epochs_done) if average else self.session.model,
             optimizer=state.optimizer,
             epoch=state.epochs_done,
             config=self.config_dict,
@@ -33,6 +34,8 @@ class RunRecorder(Hooks):
             metrics=state.history,
             rng=rng_state(state.generator),
             scheduler=state.schedule.state_dict(),
+            trained=self.session.model if average else None,
+            average=average.state() if average else None,
         )
         copies = [self.run.path / "best.pt"] if is_best else []
         try:

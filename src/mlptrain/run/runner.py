@@ -17,16 +17,16 @@ from typing import Any
 
 from mlptrain.artifacts.checkpoint import load_checkpoint
 from mlptrain.artifacts.rundir import RunDir
-from mlptrain.config.files import config_to_yaml
+from mlptrain.config.files import config_to_yaml, ensemble_configs, load_config
 from mlptrain.config.schema import Config
 from mlptrain.data.splits import reading_once
 from mlptrain.errors import EXIT_NONFINITE, StopRun, UsageError
 from mlptrain.run.console import describe_data, describe_model, describe_training
 from mlptrain.run.group import GROUP_FILE, TRAINING, GroupFile
-from mlptrain.run.lifecycle import GroupResult, Running, RunResult, drive
+from mlptrain.run.lifecycle import GroupResult, Running, RunResult, drive, test_ensemble
 from mlptrain.run.session import build_session, resume_session, resumed_config
-from mlptrain.stack.compat import check_stackable
-from mlptrain.training.loop import Hooks
+from mlptrain.stack.compat import stack_refusal
+from mlptrain.training.hooks import Hooks
 from mlptrain.util.logs import LogFile, get_logger, member_scope
 
 log = get_logger()
@@ -43,6 +43,11 @@ def train(
     (`run_dir` exactly, when given: it must not exist yet). `observers` see every batch
     and epoch record after the run folder has recorded it. A non-finite loss raises
     StopRun (EXIT_NONFINITE) with best.pt and last.pt intact."""
+    if config.ensemble is not None:
+        raise UsageError(
+            f"config {config.name} is an ensemble of {len(ensemble_configs(config))} models: "
+            "train it with mlp-train (or mlptrain.train_together)"
+        )
     run_dirs = None if run_dir is None else [run_dir]
     return _alone(_train_runs([config], run_dirs, None, show_bar, observers))
 
@@ -56,7 +61,8 @@ def train_group(
 ) -> GroupResult:
     """Train `configs` together, each into its own run folder: `run_dirs` exactly, or
     `seed-N` folders in `group_dir` (default: a new folder in the runs folder), with
-    group.json. One config is an ordinary run (in `run_dirs[0]` or `group_dir`)."""
+    group.json. One config is an ordinary run (in `run_dirs[0]` or `group_dir`). Configs
+    the stack cannot train together (stack.compat) are trained one after another."""
     if run_dirs is not None and len(run_dirs) != len(configs):
         raise ValueError("one run folder per config")
     if len(configs) == 1 and run_dirs is None and group_dir is not None:
@@ -64,8 +70,20 @@ def train_group(
     return _train_runs(list(configs), run_dirs, group_dir, show_bar)
 
 
+def train_ensemble(
+    config: Config, *, group_dir: str | Path | None = None, show_bar: bool = False
+) -> GroupResult:
+    """The members of `config.ensemble` trained as a group (together where the stack
+    allows, one after another where not) in `group_dir` (default: a new folder in the
+    runs folder), then tested as one model: the group folder gets config.yaml, and the
+    ensemble's test_metrics.json and pictures."""
+    return _train_runs(ensemble_configs(config), None, group_dir, show_bar, ensemble=config)
+
+
 def seed_configs(config: Config, seeds: Sequence[int]) -> list[Config]:
     """The config once per seed."""
+    if config.ensemble is not None:
+        raise UsageError("--seeds and the config's ensemble both name the models; use one")
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds names a seed twice: {list(seeds)}")
     return [config.model_copy(update={"seed": seed}) for seed in seeds]
@@ -77,10 +95,10 @@ def _train_runs(
     group_dir: str | Path | None,
     show_bar: bool,
     observers: Sequence[Hooks] = (),
+    ensemble: Config | None = None,
 ) -> GroupResult:
     together = len(configs) > 1
-    if together:
-        check_stackable(configs)
+    refusal = stack_refusal(configs) if together else None
     with LogFile() as log_file:
         with reading_once():  # errors before any folder
             sessions = [build_session(config) for config in configs]
@@ -96,9 +114,15 @@ def _train_runs(
             runs = [RunDir.create_exactly(folder / f"seed-{config.seed}") for config in configs]
         else:
             runs = [RunDir.create(first.output.runs_dir, first.name)]
-        group = GroupFile.create(folder, [run.path for run in runs]) if folder else None
+        group = None
+        if folder is not None:
+            group = GroupFile.create(folder, [run.path for run in runs], ensemble is not None)
+            if ensemble is not None:
+                RunDir(folder).write_text("config.yaml", config_to_yaml(ensemble))
         where = folder or ", ".join(str(run.path) for run in runs)
         note = f"trained together with {len(configs) - 1} other model(s) in one process ({where})"
+        if refusal is not None:
+            note = f"trained in a group of {len(configs)}, one after another ({where})"
         running = []
         try:
             for session, run in zip(sessions, runs, strict=True):
@@ -117,7 +141,32 @@ def _train_runs(
             raise
         for item in running:
             item.recorder.save(is_best=False)  # a run stopped in its first epoch resumes
-        return drive(running, group, show_bar)
+        return _drive(running, group, show_bar, refusal)
+
+
+def _drive(
+    running: list[Running], group: GroupFile | None, show_bar: bool, refusal: str | None
+) -> GroupResult:
+    """The runs together (drive), or one after another when `refusal` says why not; then
+    an ensemble group whose members have all finished is tested as one model."""
+    if refusal is None or len(running) == 1:
+        result = drive(running, group, show_bar)
+    else:
+        log.info("the %d models are trained one after another: %s", len(running), refusal)
+        result = GroupResult(group.path.parent if group else None)
+        for item in running:
+            part = drive([item], group, show_bar)
+            result.results += part.results
+            result.failed.update(part.failed)
+    if group is not None and group.ensemble:
+        folder = group.path.parent
+        if group.finished:
+            members = [group.folder_of(member) for member in group.members]
+            ensemble = load_config(folder / "config.yaml")
+            result.test = test_ensemble(folder, ensemble, members)
+        else:
+            log.info("the ensemble in %s is not tested: not every member finished", folder)
+    return result
 
 
 def _start(session, run: RunDir, scope: str | None, observers: Sequence[Hooks]) -> Running:
@@ -199,14 +248,12 @@ def _resume_runs(
             )
         configs.append(config)
     together = len(run_paths) > 1
+    refusal = None
     if together:
         done = {int(checkpoint["epoch"]) for checkpoint in checkpoints}
-        if len(done) != 1:
-            raise UsageError(
-                f"--resume {group.path.parent}: its models saved different epochs "
-                f"({sorted(done)}); resume each alone with mlp-train --resume on its folder"
-            )
-        check_stackable(configs)
+        refusal = stack_refusal(configs)
+        if refusal is None and len(done) != 1:
+            refusal = f"they saved different epochs ({sorted(done)})"
     with LogFile() as log_file, reading_once():
         running = []
         for run_path, checkpoint, config in zip(run_paths, checkpoints, configs, strict=True):
@@ -223,7 +270,7 @@ def _resume_runs(
                     run.path, session.state.epochs_done, config.training.epochs, others,
                 )  # fmt: skip
                 running.append(_start(session, run, scope, observers))
-        return drive(running, group, show_bar)
+        return _drive(running, group, show_bar, refusal)
 
 
 def _note_resume_in_config(run: RunDir, config: Config, done: int) -> None:

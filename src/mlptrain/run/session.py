@@ -16,8 +16,10 @@ from mlptrain.data.splits import DataSplits, check_classes, load_splits, pixel_s
 from mlptrain.errors import UsageError
 from mlptrain.model.mlp import MLP, ModelSpec
 from mlptrain.training.arithmetic import Gemm, training_gemms
-from mlptrain.training.augment import RandomAffine
+from mlptrain.training.augment import build_augment
+from mlptrain.training.averaging import WeightAverage
 from mlptrain.training.loop import FitState, LoopSettings
+from mlptrain.training.mixing import Mixer
 from mlptrain.training.optim import build_optimizer, build_schedule
 from mlptrain.training.runtime import (
     Amp,
@@ -52,10 +54,16 @@ class Session:
     amp: Amp
 
 
-def loop_settings(config: Config, amp_dtype: torch.dtype | None) -> LoopSettings:
-    """What the training loop takes from the config."""
-    training = config.training
+def loop_settings(
+    config: Config,
+    amp_dtype: torch.dtype | None,
+    num_classes: int = 10,
+    teacher: torch.nn.Module | None = None,
+) -> LoopSettings:
+    """What the training loop takes from the config (and the teacher, loaded)."""
+    training, augment = config.training, config.augment
     stopping = training.early_stopping
+    distill = training.distill
     return LoopSettings(
         epochs=training.epochs,
         batch_size=training.batch_size,
@@ -64,7 +72,11 @@ def loop_settings(config: Config, amp_dtype: torch.dtype | None) -> LoopSettings
         on_nonfinite=training.on_nonfinite,
         label_smoothing=training.label_smoothing,
         grad_clip=training.grad_clip,
-        augment=RandomAffine(config.augment) if config.augment.enabled else None,
+        augment=build_augment(augment),
+        mix=Mixer(augment.mixup, augment.cutmix, num_classes) if augment.mixes else None,
+        teacher=teacher,
+        distill_weight=distill.weight if distill else 0.0,
+        distill_temperature=distill.temperature if distill else 1.0,
         select_best_by=training.select_best_by,
         patience=stopping.patience if stopping else None,
         min_delta=stopping.min_delta if stopping else 0.0,
@@ -108,21 +120,46 @@ def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     steps_per_epoch = math.ceil(len(splits.train) / config.training.batch_size)
     schedule = build_schedule(optimizer, config.scheduler, config.training.epochs, steps_per_epoch)
+    training = config.training
+    averaged = training.ema is not None or training.swa is not None
     state = FitState(
         # The compiled wrapper shares the parameters; checkpoints save the plain module.
-        model=torch.compile(model) if config.training.compile else model,
+        model=torch.compile(model) if training.compile else model,
         optimizer=optimizer,
         generator=torch.Generator().manual_seed(config.seed),
         schedule=schedule,
+        average=WeightAverage(model, training.ema, training.swa) if averaged else None,
     )
-    return Session(config, device, splits, model, state, loop_settings(config, amp.dtype), amp)
+    classes = len(splits.info.class_names)
+    teacher = load_teacher(training.teacher, splits, device) if training.teacher else None
+    settings = loop_settings(config, amp.dtype, classes, teacher)
+    return Session(config, device, splits, model, state, settings, amp)
+
+
+def load_teacher(paths: list[str], splits: DataSplits, device: torch.device) -> torch.nn.Module:
+    """The teacher of a distilled run: one checkpoint, several (their ensemble), or a
+    group folder (its members' best.pt), of the run's own classes and image size."""
+    from mlptrain.evaluation.ensemble import teacher_checkpoints
+
+    checkpoints, model = teacher_checkpoints(paths)
+    for path, checkpoint in checkpoints.items():
+        check_classes(splits.info, checkpoint["class_names"])
+        size = tuple(checkpoint["model_spec"].get("image_size", (28, 28)))
+        if size != tuple(splits.train.images.shape[1:]):
+            raise UsageError(f"training.teacher {path} takes {size} images, not the run's")
+    return model.to(device).eval().requires_grad_(False)
 
 
 def resume_session(config: Config, checkpoint: dict[str, Any]) -> Session:
     """The session of a run saved in `checkpoint`, exactly where its last epoch ended."""
     session = build_session(config, ModelSpec.from_dict(checkpoint["model_spec"]))
     check_classes(session.splits.info, checkpoint["class_names"])
-    session.model.load_state_dict(checkpoint["model_state"])
+    # With averaged weights on, model_state is the average and the trained weights
+    # are kept beside it.
+    session.model.load_state_dict(checkpoint.get("training_weights") or checkpoint["model_state"])
+    average = session.state.average
+    if average is not None and checkpoint.get("average"):
+        average.load(checkpoint["model_state"], checkpoint["average"])
     session.state.optimizer.load_state_dict(checkpoint["optimizer_state"])
     session.state.schedule.load_state_dict(checkpoint.get("scheduler_state"))
     restore_rng_state(checkpoint["rng"], session.state.generator)

@@ -12,7 +12,6 @@ from typing import Any
 
 from mlptrain.config.files import config_to_dict, flatten
 from mlptrain.config.schema import Config
-from mlptrain.errors import UsageError
 
 # Each model keeps its own value of these; every other key must be equal in a group.
 PER_MODEL_KEYS = (
@@ -40,22 +39,24 @@ def group_key(config: Config) -> str:
     return json.dumps(shared_part(config), sort_keys=True, default=str)
 
 
-def check_stackable(configs: Sequence[Config]) -> None:
-    """Refuse a group whose configs differ in a key outside PER_MODEL_KEYS, naming it."""
+def stack_refusal(configs: Sequence[Config]) -> str | None:
+    """Why these configs cannot be trained together (None when they can): a key outside
+    PER_MODEL_KEYS that differs, named, or a feature the stack does not train."""
     if not configs:
-        raise UsageError("a group of models to train together needs at least one config")
+        raise ValueError("a group of models to train together needs at least one config")
     first = shared_part(configs[0])
     if configs[0].training.compile:
-        raise UsageError(
-            "training.compile cannot be used with models trained together (--seeds, "
-            "mlp-sweep --stack); set training.compile: false"
-        )
+        return "training.compile is not used with models trained together"
+    averaged = [key for key in ("ema", "swa") if getattr(configs[0].training, key) is not None]
+    if averaged:
+        return f"training.{averaged[0]} (averaged weights) is not trained together yet"
     for number, config in enumerate(configs[1:], 2):
         other = shared_part(config)
         for key in sorted(set(first) | set(other)):
             if first.get(key) != other.get(key):
-                raise UsageError(
+                return (
                     f"models trained together must agree on {key}, but model 1 has "
                     f"{first.get(key)!r} and model {number} has {other.get(key)!r} (only "
                     f"{', '.join(PER_MODEL_KEYS[1:])} may differ)"
                 )
+    return None

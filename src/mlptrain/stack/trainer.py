@@ -24,14 +24,16 @@ from mlptrain.data.splits import DataSplits, Split
 from mlptrain.model.mlp import MLP
 from mlptrain.stack.model import StackedMLP
 from mlptrain.stack.optim import FusedAdam, repoint
+from mlptrain.training.hooks import Hooks
 from mlptrain.training.loop import (
     FitState,
-    Hooks,
     LoopSettings,
     NonFiniteLoss,
     TrainingInterrupted,
     autocast,
+    teacher_logits,
 )
+from mlptrain.training.objective import distillation_term
 from mlptrain.training.optim import current_lr
 
 
@@ -129,16 +131,21 @@ class Stack:
 
 
 def stacked_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, smoothing: float | torch.Tensor
+    logits: torch.Tensor, targets: torch.Tensor, smoothing: float | torch.Tensor
 ) -> torch.Tensor:
-    """F.cross_entropy with label smoothing per model: [K, B, C], [K, B], and one
-    smoothing for all (F.cross_entropy's own kernel, half the time) or [K, 1] -> [K]."""
-    if isinstance(smoothing, float):
+    """F.cross_entropy with label smoothing per model: logits [K, B, C], targets [K, B]
+    (class indices) or [K, B, C] (soft targets), and one smoothing for all
+    (F.cross_entropy's own kernel, half the time, for indices) or [K, 1] -> [K]."""
+    soft = targets.is_floating_point()
+    if isinstance(smoothing, float) and not soft:
         return F.cross_entropy(
-            logits.transpose(1, 2), labels, reduction="none", label_smoothing=smoothing
+            logits.transpose(1, 2), targets, reduction="none", label_smoothing=smoothing
         ).mean(dim=1)
     log_probs = logits.log_softmax(dim=-1)
-    nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    if soft:
+        nll = -(targets * log_probs).sum(dim=-1)
+    else:
+        nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     uniform = -log_probs.mean(dim=-1)
     return ((1.0 - smoothing) * nll + smoothing * uniform).mean(dim=1)
 
@@ -177,11 +184,24 @@ def _train_epoch(
             continue
         # index_select on rows: ten times faster than images[index] for uint8 images
         batch_images = images.index_select(0, flat_index).view(count, size, *images.shape[1:])
+        shape = batch_images.shape
         if settings.augment is not None:
-            batch_images = settings.augment(batch_images.flatten(0, 1)).view(batch_images.shape)
+            batch_images = settings.augment(batch_images.flatten(0, 1)).view(shape)
+        targets = labels
+        if settings.mix is not None:  # each model's images mixed among themselves
+            mixed, soft = settings.mix(batch_images.flatten(0, 1), labels.flatten(), count)
+            batch_images, targets = mixed.view(shape), soft.view(count, size, -1)
+            labels = targets.argmax(dim=-1)
         with autocast(device, settings.amp_dtype):
             logits = model(batch_images)
-        losses = stacked_cross_entropy(logits.float(), labels, stack.smoothing)
+        losses = stacked_cross_entropy(logits.float(), targets, stack.smoothing)
+        teacher = teacher_logits(settings, batch_images.flatten(0, 1), device)
+        if teacher is not None:
+            distilled = distillation_term(
+                logits.float(), teacher.view(logits.shape), settings.distill_temperature
+            ).mean(dim=1)
+            weight = settings.distill_weight
+            losses = (1.0 - weight) * losses + weight * distilled
         finite = torch.isfinite(losses)
         hits = (logits.argmax(dim=-1) == labels).sum(dim=1)
         skip = None

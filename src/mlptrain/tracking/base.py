@@ -14,7 +14,7 @@ from typing import Any
 
 from mlptrain.config.files import config_to_dict, flatten
 from mlptrain.config.schema import Config
-from mlptrain.training.loop import HookList, Hooks
+from mlptrain.training.hooks import HookList, Hooks
 
 INSTALL = "pip install 'mlptrain[tracking]'"
 

@@ -1,5 +1,5 @@
 """Random affine and elastic changes of whole batches of images, on their device, in one
-grid sample."""
+grid sample; build_augment chains them with random erasing (mixing.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,28 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mlptrain.config.schema import AugmentConfig
+from mlptrain.config.training_schema import AugmentConfig
 from mlptrain.model.random_bits import uniform_signed
+from mlptrain.training.mixing import Erase
+
+
+def build_augment(config: AugmentConfig):
+    """The pixel changes of training batches (affine and elastic, then erasing), as one
+    function of N x H x W images returning floats on the 0-1 scale; None when both are
+    off. Mixing, which also changes the labels, is mixing.Mixer's."""
+    steps = [RandomAffine(config)] if config.moves else []
+    if config.erase is not None:
+        steps.append(Erase(config.erase))
+    if not steps:
+        return None
+
+    def augment(images: torch.Tensor) -> torch.Tensor:
+        pixels = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        for step in steps:
+            pixels = step(pixels)
+        return pixels
+
+    return augment
 
 
 class RandomAffine:

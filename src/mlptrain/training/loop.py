@@ -22,6 +22,9 @@ from torch import nn
 from mlptrain.artifacts.metrics import EvalResult
 from mlptrain.config.monitor import Monitor
 from mlptrain.data.splits import DataSplits, Split, batches
+from mlptrain.training.averaging import WeightAverage
+from mlptrain.training.hooks import Hooks
+from mlptrain.training.objective import training_loss
 from mlptrain.training.optim import Schedule, current_lr
 
 NONFINITE_CHECKS = ("every_batch", "device_flag")
@@ -37,6 +40,11 @@ class LoopSettings:
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max gradient norm
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # training batches only
+    # mixup/cutmix: (images, labels[, blocks]) -> (mixed images, soft targets)
+    mix: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    teacher: nn.Module | None = None  # distillation: its logits on each training batch
+    distill_weight: float = 0.0  # the teacher's share of the loss
+    distill_temperature: float = 1.0
     select_best_by: str = "val_accuracy"  # or "val_loss": best.pt and early stopping
     patience: int | None = None  # early stopping: epochs without improvement
     min_delta: float = 0.0  # early stopping: the least improvement that counts
@@ -56,6 +64,7 @@ class FitState:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator  # draws each epoch's batch order
     schedule: Schedule = field(default_factory=Schedule)
+    average: WeightAverage | None = None  # averaged weights (EMA or SWA), when on
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0  # the epoch best.pt holds; 0: none yet
     best_value: float | None = None  # its monitored metric
@@ -105,59 +114,6 @@ class NonFiniteLoss(Exception):
     def __init__(self, epoch: int, batch: int, lr: float) -> None:
         super().__init__(f"non-finite loss in epoch {epoch}, batch {batch}")
         self.epoch, self.batch, self.lr = epoch, batch, lr
-
-
-class Hooks:
-    """What the caller sees of training; every method is optional."""
-
-    def epoch_start(self, epoch: int, batch_count: int) -> None:
-        pass
-
-    def batch_end(self, samples: int) -> None:
-        pass
-
-    def batch_loss(self, loss: torch.Tensor) -> None:
-        """The batch's training loss, a tensor on the device (reading it synchronizes);
-        called only when wants_batch_loss() says so."""
-
-    def wants_batch_loss(self) -> bool:
-        return type(self).batch_loss is not Hooks.batch_loss
-
-    def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
-
-
-class HookList(Hooks):
-    """Several observers as one, told in order."""
-
-    def __init__(self, *hooks: Hooks) -> None:
-        self.hooks = hooks
-
-    def wants_batch_loss(self) -> bool:
-        return any(hook.wants_batch_loss() for hook in self.hooks)
-
-    def epoch_start(self, epoch: int, batch_count: int) -> None:
-        for hook in self.hooks:
-            hook.epoch_start(epoch, batch_count)
-
-    def batch_end(self, samples: int) -> None:
-        for hook in self.hooks:
-            hook.batch_end(samples)
-
-    def batch_loss(self, loss: torch.Tensor) -> None:
-        for hook in self.hooks:
-            if hook.wants_batch_loss():
-                hook.batch_loss(loss)
-
-    def epoch_end(self, record: dict[str, Any], is_best: bool) -> None:
-        for hook in self.hooks:
-            hook.epoch_end(record, is_best)
-
-    def should_stop(self) -> bool:
-        return any(hook.should_stop() for hook in self.hooks)
 
 
 class NonFiniteCheck:
@@ -217,6 +173,17 @@ def autocast(
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
+@torch.no_grad()
+def teacher_logits(
+    settings: LoopSettings, images: torch.Tensor, device: torch.device
+) -> torch.Tensor | None:
+    """The teacher's logits on the batch the student sees (None without a teacher)."""
+    if settings.teacher is None:
+        return None
+    with autocast(device, settings.amp_dtype):
+        return settings.teacher(images).float()
+
+
 def _has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
 
@@ -230,7 +197,8 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One shuffled pass over `split`; returns mean loss, accuracy, seconds and samples/s."""
     hooks = hooks or Hooks()
-    model, optimizer = state.model, state.optimizer
+    model, optimizer, average = state.model, state.optimizer, state.average
+    step_schedule = average is None or not average.holds_lr(epoch)  # SWA holds the lr
     device = split.labels.device
     check = NonFiniteCheck(settings, device, epoch, lambda: current_lr(optimizer))
     report_loss = hooks.wants_batch_loss()  # the hot loop pays nothing when nobody asks
@@ -247,9 +215,20 @@ def train_one_epoch(
             continue
         if settings.augment is not None:
             images = settings.augment(images)
+        targets = labels
+        if settings.mix is not None:
+            images, targets = settings.mix(images, labels)
+            labels = targets.argmax(dim=1)  # what training accuracy counts: the larger part
         with autocast(device, settings.amp_dtype):
             logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
+        loss = training_loss(
+            logits.float(),
+            targets,
+            settings.label_smoothing,
+            teacher_logits(settings, images, device),
+            settings.distill_weight,
+            settings.distill_temperature,
+        )
         if check.skips(loss, batch):
             continue
         optimizer.zero_grad(set_to_none=True)
@@ -257,7 +236,10 @@ def train_one_epoch(
         if settings.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
-        state.schedule.batch_end()
+        if average is not None:
+            average.step_end()
+        if step_schedule:
+            state.schedule.batch_end()
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
         seen += len(labels)
@@ -314,14 +296,22 @@ def fit(
     after each; a resumed run's state already holds the earlier epochs."""
     hooks = hooks or Hooks()
     batch_count = math.ceil(len(splits.train) / settings.batch_size)
+    average = state.average
     for epoch in range(state.epochs_done + 1, settings.epochs + 1):
         hooks.epoch_start(epoch, batch_count)
         start = time.perf_counter()
+        if average is not None:
+            average.epoch_start(epoch, state.optimizer)
         record: dict[str, Any] = {"epoch": epoch, "lr": current_lr(state.optimizer)}
         record.update(train_one_epoch(state, splits.train, settings, hooks, epoch))
-        state.schedule.epoch_end()
+        evaluated = state.model
+        if average is None or not average.holds_lr(epoch):
+            state.schedule.epoch_end()
+        if average is not None:
+            average.epoch_end(epoch, splits.train, settings.eval_batch_size, settings.amp_dtype)
+            evaluated = average.evaluated(epoch)
         if splits.val is not None:
-            val = evaluate(state.model, splits.val, settings.eval_batch_size, settings.amp_dtype)
+            val = evaluate(evaluated, splits.val, settings.eval_batch_size, settings.amp_dtype)
             record.update(val_loss=val.loss, val_accuracy=val.accuracy)
         record["epoch_seconds"] = time.perf_counter() - start
         hooks.epoch_end(record, state.add(record, settings))
