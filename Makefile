@@ -13,7 +13,7 @@ export MLPTRAIN_DATA_SOURCE := ../shared/datasets
 endif
 endif
 
-.PHONY: install train test test-all docs reference reproduce mutate lint format clean-venv
+.PHONY: install browser train test test-all docs reference reproduce mutate lint format clean-venv
 
 install: $(STAMP)
 
@@ -22,6 +22,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
+
+# Debian's Chromium and chromedriver, for the browser test of mlp-serve's page
+# (tests/test_serve_page.py): installed here, never downloaded by a test.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q chromium chromium-driver || \
+	      { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; \
+	  else \
+	    echo "make browser: not root; run sudo apt-get install chromium chromium-driver" \
+	      "(without them the browser test is skipped here, and fails in CI)"; \
+	  fi; \
+	fi
 
 train: $(STAMP)
 	$(BIN)/mlp-train --config $(CONFIG)
@@ -36,10 +50,10 @@ train: $(STAMP)
 PYTEST_PARALLEL ?= -n 2 --dist loadscope
 PYTEST_ENV ?= OMP_NUM_THREADS=1
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PYTEST_ENV) $(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(PYTEST_ENV) $(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 # The documentation site, strict (a broken link or a page missing from the navigation is an

@@ -110,6 +110,18 @@ def tiny_config(tmp_path: Path, synthetic_source: Path) -> dict:
     return config_document(tmp_path, synthetic_source)
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory, synthetic_source):
+    """best.pt of a small MNIST run on the synthetic data (mlp-predict, mlp-serve)."""
+    from mlptrain.cli.train import main as train_main
+
+    tmp_path = tmp_path_factory.mktemp("predict")
+    document = config_document(tmp_path, synthetic_source, "mnist", epochs=3)
+    assert train_main(["--config", str(write_config(tmp_path, document)), "--quiet"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    return run / "best.pt"
+
+
 def require_real_data() -> Path:
     """The real datasets (CI keeps them beside the checkout); skips the test without them."""
     from mlptrain.data.registry import find_source

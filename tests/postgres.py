@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from .servers import free_port
 
 USER, PASSWORD = "mlptrain", "s3cret-pw"
 MISSING = (
@@ -25,17 +26,11 @@ def available() -> bool:
     return all(shutil.which(tool) for tool in ("initdb", "pg_ctl", "postgres"))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class TemporaryPostgres:
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="mlptrain-pg-"))
         self.data = self.folder / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_postgres = os.geteuid() == 0
 
     def _run(self, *command: str, timeout: float = 60) -> None:

@@ -5,23 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from mlptrain.cli.evaluate import main as eval_main
 from mlptrain.cli.predict import main as predict_main
-from mlptrain.cli.train import main as train_main
 
-from .conftest import config_document, synthetic_images, write_config
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, synthetic_source):
-    tmp_path = tmp_path_factory.mktemp("predict")
-    document = config_document(tmp_path, synthetic_source, "mnist", epochs=3)
-    assert train_main(["--config", str(write_config(tmp_path, document)), "--quiet"]) == 0
-    (run,) = (tmp_path / "runs").iterdir()
-    return run / "best.pt"
+from .conftest import synthetic_images
 
 
 def test_predicts_files_and_folders_and_reports_unreadable_ones(tmp_path, checkpoint, capsys):

@@ -287,3 +287,55 @@ def test_tracking_mistakes_are_exit_2_before_training(tmp_path, synthetic_source
     )
     assert missing.returncode == 2 and "pip install 'mlptrain[tracking]'" in missing.stderr
     assert not list((tmp_path / "runs").glob("tiny-*"))  # no run folder was left
+
+
+def test_mlflow_models_serve_answers_like_mlp_serve(tmp_path, synthetic_source):
+    """The run's best.pt logged as an MLflow model (pyfunc from code) and served by the
+    real `mlflow models serve --env-manager local`: JSON pixel arrays in, the same
+    classes and probabilities out as mlp-serve gives for the same pixels."""
+    import httpx
+    import numpy as np
+
+    from .conftest import synthetic_images
+    from .servers import ServeProcess, free_port
+
+    document = _document(tmp_path, synthetic_source, mlflow={"experiment": "served"})
+    result = mlptrain.train(document, verbose=False)
+    record = json.loads((result.run_dir / "mlflow.json").read_text())
+    artifacts = {item.path for item in _client(record["tracking_uri"]).list_artifacts(
+        record["run_id"], "model")}  # fmt: skip
+    assert {"model/MLmodel", "model/input_example.json"} <= artifacts
+    pixels = synthetic_images(np.array([2, 5, 9]), np.random.default_rng(1)).astype(int)
+    port = free_port()
+    bin_folder = os.path.dirname(sys.executable)  # mlflow starts `uvicorn` by name
+    env = {**os.environ, "MLFLOW_TRACKING_URI": record["tracking_uri"],
+           "PATH": bin_folder + os.pathsep + os.environ.get("PATH", "")}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+         f"runs:/{record['run_id']}/model", "--env-manager", "local", "--host", "127.0.0.1",
+         "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        answer = httpx.post(f"http://127.0.0.1:{port}/invocations",
+                            json={"inputs": pixels.tolist()}, timeout=60).json()  # fmt: skip
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    with ServeProcess(str(result.run_dir / "best.pt")) as ours:
+        expected = httpx.post(f"{ours.url}/predict",
+                              json={"images": pixels.tolist()}).json()  # fmt: skip
+    served = answer["predictions"]
+    assert [row["class"] for row in served] == [p["class"] for p in expected["predictions"]]
+    for row, theirs in zip(served, expected["predictions"], strict=True):
+        assert row["index"] == theirs["index"]
+        assert [row[name] for name in expected["classes"]] == pytest.approx(
+            theirs["probabilities"], abs=1e-6
+        )

@@ -16,6 +16,7 @@ from mlptrain.util.logs import get_logger
 
 log = get_logger()
 MLFLOW_RECORD = "mlflow.json"  # in the run folder: the MLflow run that --resume continues
+MODEL_FOLDER = "model"  # the run's artifact folder holding best.pt as an MLflow model
 PARENT_ENV = "MLPTRAIN_MLFLOW_PARENT_RUN"  # a sweep's parent run, for its trials
 ARTIFACTS = (
     "config.yaml",
@@ -34,6 +35,7 @@ def import_mlflow():
     # One try per request and a short timeout: a server that is down costs seconds, once.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         import mlflow  # noqa: F401
         from mlflow import MlflowClient
@@ -164,6 +166,8 @@ class MlflowTracker(Tracker):
             Metric(f"test_{key}", float(summary[key]), stamp, step) for key in ("accuracy", "loss")
         ]
         self._call("the test metrics", self.client.log_batch, self.run_id, metrics=metrics)
+        if (run / "best.pt").exists():
+            self._call("the model", self._log_model, run / "best.pt")
         names = [*ARTIFACTS]
         if self.config.output.mlflow_log_checkpoints:
             names += ["best.pt", "last.pt"]
@@ -173,6 +177,43 @@ class MlflowTracker(Tracker):
         self._call("the end of the run", self.client.set_terminated, self.run_id, "FINISHED")
         if not self.failed and not self.config.output.mlflow.tracking_uri:
             log.info("MLflow: mlflow ui --backend-store-uri %s", self.uri)
+
+    def _log_model(self, checkpoint: Path) -> None:
+        """best.pt as an MLflow pyfunc model in the run's artifacts at model/ (serve it
+        with mlflow models serve -m runs:/<run id>/model --env-manager local), with its
+        input signature (N x H x W whole-number pixels) and an input example."""
+        import logging
+        import tempfile
+
+        import mlflow.pyfunc
+        import numpy as np
+        from mlflow.models import infer_signature
+
+        from mlptrain.tracking import mlflow_model
+
+        height, width = self.config.data.image_size
+        example = np.zeros((2, height, width), dtype=np.int64)
+        example[1, height // 4 : 3 * height // 4, width // 2 - 1 : width // 2 + 2] = 255
+        chatty = logging.getLogger("mlflow")
+        level = chatty.level
+        chatty.setLevel(logging.WARNING)  # its notes on checking the example, not the run's
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / MODEL_FOLDER
+            model = mlflow_model.CheckpointModel()
+            context = mlflow.pyfunc.PythonModelContext(
+                {mlflow_model.CHECKPOINT: str(checkpoint)}, None
+            )
+            model.load_context(context)
+            signature = infer_signature(example, model.predict(context, example))
+            mlflow.pyfunc.save_model(
+                path,
+                python_model=mlflow_model.__file__,
+                artifacts={mlflow_model.CHECKPOINT: str(checkpoint)},
+                signature=signature,
+                input_example=example,
+            )
+            self.client.log_artifacts(self.run_id, str(path), MODEL_FOLDER)
+        chatty.setLevel(level)
 
     def abort(self, status: str) -> None:
         state = "KILLED" if status == "interrupted" else "FAILED"
