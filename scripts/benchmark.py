@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         nargs=2,
         metavar=("PX", "DEG"),
-        help="mlptrain with augment.translate PX and augment.rotate DEG (its cost)",
+        help="mlptrain with augment.translate PX and augment.rotate DEG (its cost), and "
+        "the cost per batch of each augmentation alone (affine, elastic, erase, mixup, "
+        "cutmix)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-source", default=None)
@@ -257,6 +259,49 @@ def result(epoch_seconds: list[float], samples: int, accuracy: float, eval_secon
     }
 
 
+# Each augmentation alone, as a preset would set it (augment keys).
+AUGMENTATIONS = {
+    "affine (translate 2, rotate 10, scale 0.1)": {"translate": 2, "rotate": 10, "scale": 0.1},
+    "elastic (15 px, sigma 4)": {"elastic": 15},
+    "hflip": {"hflip": True},
+    "erase (p 0.5)": {"erase": {"probability": 0.5}},
+    "mixup (alpha 0.2)": {"mixup": {"alpha": 0.2}},
+    "cutmix (alpha 1)": {"cutmix": {"alpha": 1.0}},
+    "mixup + cutmix": {"mixup": {"alpha": 0.2}, "cutmix": {"alpha": 1.0}},
+}
+
+
+def augment_costs(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """Milliseconds per training batch of each augmentation alone, as the loop runs it
+    (uint8 batch in, floats and, for mixing, soft targets out): median of 50 batches."""
+    from mlptrain.config.training_schema import AugmentConfig
+    from mlptrain.training.augment import build_augment
+    from mlptrain.training.mixing import Mixer
+
+    batch, targets = images[:batch_size].to(device), labels[:batch_size].to(device)
+    costs = {}
+    for name, keys in AUGMENTATIONS.items():
+        config = AugmentConfig(**keys)
+        change = build_augment(config)
+        mix = Mixer(config.mixup, config.cutmix, 10) if config.mixes else None
+
+        def step(change=change, mix=mix):
+            pixels = change(batch) if change is not None else batch
+            if mix is not None:
+                mix(pixels, targets)
+
+        times = []
+        for _ in range(60):
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+        costs[name] = statistics.median(times[10:]) * 1e3
+    return costs
+
+
 # --- reporting ------------------------------------------------------------------------------
 
 
@@ -359,6 +404,13 @@ def main(argv: list[str] | None = None) -> int:
             f"tracking (TensorBoard + MLflow) per epoch end: {cost * 1e3:.1f} ms"
             + (f" = {share:.1%} of an epoch" if share is not None else "")
         )
+    if args.augment:
+        found["augment_ms_per_batch"] = costs = augment_costs(
+            splits.train.images, splits.train.labels, args.batch_size, device
+        )
+        print(f"augmentation alone, per batch of {args.batch_size}:")
+        for name, cost in costs.items():
+            print(f"  {name}: {cost:.2f} ms")
     startup = startup_seconds()
     print(f"startup: --help {startup['help']:.2f} s, config error {startup['config_error']:.2f} s")
     report = {

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from mlptrain.cli import compare, evaluate, export, predict, sweep, train
+from mlptrain.cli import compare, evaluate, export, predict, serve, sweep, train
 from mlptrain.config.schema import Config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +37,7 @@ COMMANDS = {
     "mlp-compare": compare.build_parser,
     "mlp-sweep": sweep.build_parser,
     "mlp-export": export.build_parser,
+    "mlp-serve": serve.build_parser,
 }
 LIMITS = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}",
           "min_length": "at least {} long", "max_length": "at most {} long"}  # fmt: skip
