@@ -13,7 +13,7 @@ export MLPTRAIN_DATA_SOURCE := ../shared/datasets
 endif
 endif
 
-.PHONY: install browser train test test-all docs reference reproduce mutate lint format clean-venv
+.PHONY: install tools train test test-all docs reference reproduce mutate lint format clean-venv
 
 install: $(STAMP)
 
@@ -23,17 +23,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(STAMP)
 
-# Debian's Chromium and chromedriver, for the browser test of mlp-serve's page
-# (tests/test_serve_page.py): installed here, never downloaded by a test.
-browser:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+# Debian packages the tests use, installed here (never downloaded by a test): Chromium
+# and chromedriver for the browser test of mlp-serve's page, wrk for the serving benchmark.
+TOOLS := chromium chromedriver wrk
+PACKAGES := chromium chromium-driver wrk
+tools:
+	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -q chromium chromium-driver || \
-	      { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; \
+	    apt-get install -y -q $(PACKAGES) || \
+	      { apt-get update -q && apt-get install -y -q $(PACKAGES); }; \
 	  else \
-	    echo "make browser: not root; run sudo apt-get install chromium chromium-driver" \
-	      "(without them the browser test is skipped here, and fails in CI)"; \
+	    echo "make tools: not root; run sudo apt-get install $(PACKAGES)" \
+	      "(without them their tests are skipped here, and fail in CI)"; \
 	  fi; \
 	fi
 
@@ -50,10 +53,10 @@ train: $(STAMP)
 PYTEST_PARALLEL ?= -n 2 --dist loadscope
 PYTEST_ENV ?= OMP_NUM_THREADS=1
 
-test: $(STAMP) browser
+test: $(STAMP) tools
 	$(PYTEST_ENV) $(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
-test-all: $(STAMP) browser
+test-all: $(STAMP) tools
 	$(PYTEST_ENV) $(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 # The documentation site, strict (a broken link or a page missing from the navigation is an

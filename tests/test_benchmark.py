@@ -151,3 +151,25 @@ def test_stack_benchmark_compares_separate_and_stacked_trials(tmp_path):
     assert len(row["speedups"]) == 2 and row["speedup"] == min(row["speedups"])
     assert result.stdout.count("K= 2: separate") == 2
     assert "K= 2: median of 2 rounds" in result.stdout
+
+
+@pytest.mark.slow("starts mlp-serve and mlflow models serve, and loads each with wrk")
+def test_serving_benchmark_drives_both_servers_and_checks_every_answer(tmp_path, checkpoint):
+    import shutil
+
+    if shutil.which("wrk") is None:
+        if os.environ.get("CI"):
+            pytest.fail("wrk is missing: .ci/run installs it (make tools)")
+        pytest.skip("no wrk: run `make tools`")
+    out = tmp_path / "serve.json"
+    result = run_script("benchmark_serve.py", "--checkpoint", str(checkpoint), "--quick",
+                        "--json-out", str(out))  # fmt: skip
+    report = json.loads(out.read_text())
+    servers = {row["server"] for row in report["rows"]}
+    assert len(servers) == 3 and any("mlflow" in name for name in servers)
+    for row in report["rows"]:
+        assert row["good"] > 0 and row["wrong"] == 0 and row["errors"] == 0, row
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    mixed = report["mixed"]
+    assert mixed["wrong"] == 0 and mixed["bad_refused"] > 0
+    assert "| mlflow models serve (pyfunc) |" in result.stdout

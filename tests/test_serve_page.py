@@ -1,5 +1,5 @@
 """The page at / in a real browser: Debian's headless Chromium driven by Selenium
-through Debian's chromedriver (nothing is downloaded at test time; `make browser` and
+through Debian's chromedriver (nothing is downloaded at test time; `make tools` and
 .ci/run install both). A test image is uploaded through the page's file input; the class
 the page shows must be the API's answer for the same file, and drawing on the canvas
 must show a prediction with a bar for every class."""
@@ -31,7 +31,7 @@ def browser():
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         if os.environ.get("CI"):
             pytest.fail("Chromium and chromedriver are missing: .ci/run installs them")
-        pytest.skip("no Chromium: run `make browser` (apt-get install chromium chromium-driver)")
+        pytest.skip("no Chromium: run `make tools` (apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

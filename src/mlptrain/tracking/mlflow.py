@@ -179,45 +179,54 @@ class MlflowTracker(Tracker):
             log.info("MLflow: mlflow ui --backend-store-uri %s", self.uri)
 
     def _log_model(self, checkpoint: Path) -> None:
-        """best.pt as an MLflow pyfunc model in the run's artifacts at model/ (serve it
-        with mlflow models serve -m runs:/<run id>/model --env-manager local), with its
-        input signature (N x H x W whole-number pixels) and an input example."""
-        import logging
+        """best.pt as an MLflow model in the run's artifacts at model/ (serve it with
+        mlflow models serve -m runs:/<run id>/model --env-manager local)."""
         import tempfile
 
-        import mlflow.pyfunc
-        import numpy as np
-        from mlflow.models import infer_signature
-
-        from mlptrain.tracking import mlflow_model
-
-        height, width = self.config.data.image_size
-        example = np.zeros((2, height, width), dtype=np.int64)
-        example[1, height // 4 : 3 * height // 4, width // 2 - 1 : width // 2 + 2] = 255
-        chatty = logging.getLogger("mlflow")
-        level = chatty.level
-        chatty.setLevel(logging.WARNING)  # its notes on checking the example, not the run's
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / MODEL_FOLDER
-            model = mlflow_model.CheckpointModel()
-            context = mlflow.pyfunc.PythonModelContext(
-                {mlflow_model.CHECKPOINT: str(checkpoint)}, None
-            )
-            model.load_context(context)
-            signature = infer_signature(example, model.predict(context, example))
-            mlflow.pyfunc.save_model(
-                path,
-                python_model=mlflow_model.__file__,
-                artifacts={mlflow_model.CHECKPOINT: str(checkpoint)},
-                signature=signature,
-                input_example=example,
-            )
+            save_mlflow_model(checkpoint, path)
             self.client.log_artifacts(self.run_id, str(path), MODEL_FOLDER)
-        chatty.setLevel(level)
 
     def abort(self, status: str) -> None:
         state = "KILLED" if status == "interrupted" else "FAILED"
         self._call("the end of the run", self.client.set_terminated, self.run_id, state)
+
+
+def save_mlflow_model(checkpoint: Path, path: Path) -> None:
+    """A checkpoint as an MLflow pyfunc model (logged from code: tracking/mlflow_model.py)
+    in the new folder `path`, with its input signature (N x H x W whole-number pixels)
+    and an input example."""
+    import logging
+
+    import mlflow.pyfunc
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from mlptrain.tracking import mlflow_model
+
+    import_mlflow()
+    model = mlflow_model.CheckpointModel()
+    artifacts = {mlflow_model.CHECKPOINT: str(checkpoint)}
+    context = mlflow.pyfunc.PythonModelContext(artifacts, None)
+    model.load_context(context)
+    height, width = model.model.spec.image_size
+    example = np.zeros((2, height, width), dtype=np.int64)
+    example[1, height // 4 : 3 * height // 4, width // 2 - 1 : width // 2 + 2] = 255
+    signature = infer_signature(example, model.predict(context, example))
+    chatty = logging.getLogger("mlflow")
+    level = chatty.level
+    chatty.setLevel(logging.WARNING)  # its notes on checking the example, not the run's
+    try:
+        mlflow.pyfunc.save_model(
+            path,
+            python_model=mlflow_model.__file__,
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+        )
+    finally:
+        chatty.setLevel(level)
 
 
 def _now_ms() -> int:
