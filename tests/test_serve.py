@@ -231,3 +231,18 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(checkpoint):
     assert status == 0, output
     assert answer["response"].status_code == 200
     assert len(answer["response"].json()["predictions"]) == 4
+
+
+def test_workers_serve_from_several_processes_and_stop_on_sigterm(checkpoint):
+    server = ServeProcess(str(checkpoint), "--workers", "2")
+    try:
+        pixels = np.zeros((1, 28, 28), dtype=np.uint8).tobytes()
+        headers = {"content-type": "application/octet-stream"}
+        for _ in range(4):
+            assert httpx.post(f"{server.url}/predict", content=pixels, headers=headers)
+        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+        assert len(children.read_text().split()) >= 2  # the worker processes
+        status, output = server.terminate()
+    finally:
+        server.stop()
+    assert status == 0, output

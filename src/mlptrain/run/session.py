@@ -57,7 +57,7 @@ class Session:
 def loop_settings(
     config: Config,
     amp_dtype: torch.dtype | None,
-    num_classes: int = 10,
+    num_classes: int,
     teacher: torch.nn.Module | None = None,
 ) -> LoopSettings:
     """What the training loop takes from the config (and the teacher, loaded)."""
