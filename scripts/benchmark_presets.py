@@ -112,9 +112,12 @@ def timed_run(name: str, args: argparse.Namespace, source: str, src: str | None)
     }
 
 
-def top_operators(config: Config, steps: int, top: int) -> tuple[list[dict[str, Any]], int]:
+def top_operators(config: Config, steps: int, top: int) -> tuple[list[dict[str, Any]], int, dict]:
     """The profiler's most expensive operators (self time) over `steps` training steps,
-    and the preset's steps per epoch."""
+    the preset's steps per epoch, and its casts per step: aten::copy_ calls on tensors
+    with elements (casts and copies; bf16 weights recast by autocast were most of them),
+    and all of them, 0-dim ones included (the optimizer's step counters, cross-entropy's
+    constants)."""
     session = build_session(config)
     train = session.splits.train
     steps = min(steps, len(train) // config.training.batch_size)
@@ -125,8 +128,14 @@ def top_operators(config: Config, steps: int, top: int) -> tuple[list[dict[str, 
     cuda = session.device.type == "cuda"
     if cuda:
         activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities) as profiler:
+    with profile(activities=activities, record_shapes=True) as profiler:
         train_one_epoch(session.state, subset, session.settings)
+    copies = [event for event in profiler.events() if event.name == "aten::copy_"]
+    casts = {
+        "tensor_copies_per_step": sum(bool(e.input_shapes and e.input_shapes[0]) for e in copies)
+        / steps,
+        "all_copies_per_step": len(copies) / steps,
+    }
     events = [event for event in profiler.key_averages() if event.key != "ProfilerStep*"]
     attribute = "self_device_time_total" if cuda else "self_cpu_time_total"
     total = sum(getattr(event, attribute) for event in events) or 1.0
@@ -140,7 +149,7 @@ def top_operators(config: Config, steps: int, top: int) -> tuple[list[dict[str, 
         }
         for event in events[:top]
     ]
-    return ops, math.ceil(len(train) / config.training.batch_size)
+    return ops, math.ceil(len(train) / config.training.batch_size), casts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name} {version}: {epoch:.2f} s/epoch", file=sys.stderr, flush=True)
     for name, config in configs.items():
         row = results["presets"][name]
-        row["profile"], row["steps_per_epoch"] = top_operators(config, args.profile_steps, args.top)
+        row["profile"], row["steps_per_epoch"], casts = top_operators(
+            config, args.profile_steps, args.top
+        )
+        row.update(casts)
         for version, rounds in runs[name].items():
             if rounds:
                 train = statistics.median(run["train_seconds"] for run in rounds)
@@ -205,6 +217,10 @@ def print_report(results: dict[str, Any]) -> None:
             f"{name}: {row['amp']}; matrix products on its shapes: float32 "
             f"{row['float32_gflops']:.0f} GFLOP/s, bf16 {row['bf16_gflops']:.0f} GFLOP/s; "
             f"{row['step_gflop']:.2f} GFLOP per step"
+        )
+        print(
+            f"  casts per step (aten::copy_): {row['tensor_copies_per_step']:.1f} of tensors, "
+            f"{row['all_copies_per_step']:.1f} with 0-dim ones"
         )
         print("  top operators (self time per step):")
         for op in row["profile"]:

@@ -119,6 +119,8 @@ def test_preset_benchmark_reports_the_limit_and_the_profile(tmp_path):
     assert row["steps_per_epoch"] == 29  # 2,000 images less 10% validation, batches of 64
     assert row["profile"] and 0 < sum(op["share"] for op in row["profile"]) <= 1.0001
     assert "share of the limit" in result.stdout and "top operators" in result.stdout
+    assert 0 <= row["tensor_copies_per_step"] <= row["all_copies_per_step"]
+    assert "casts per step" in result.stdout
 
 
 @pytest.mark.realdata

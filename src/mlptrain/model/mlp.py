@@ -60,7 +60,9 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         kept_levels = max(1, round((1.0 - self.p) * INT16_LEVELS))
         keep = int16_bits(x.shape, device=x.device) < kept_levels - INT16_LEVELS // 2
-        return x * keep.to(x.dtype).mul_(INT16_LEVELS / kept_levels)
+        # The scale and zero as tensors of x's type: no cast of the mask or of a number.
+        scale = torch.full((), INT16_LEVELS / kept_levels, dtype=x.dtype, device=x.device)
+        return torch.where(keep, x * scale, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 class MLP(nn.Module):
