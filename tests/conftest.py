@@ -122,6 +122,29 @@ def checkpoint(tmp_path_factory, synthetic_source):
     return run / "best.pt"
 
 
+def whole_and_resumed(tmp_path: Path, source: Path, **training):
+    """A 3-epoch run on the synthetic MNIST (batch norm, dropout: random draws to restore)
+    trained whole, and again 2 epochs then resumed to 3: both results and last.pt's."""
+    from mlptrain.api import resolve_config
+    from mlptrain.artifacts.checkpoint import load_checkpoint
+    from mlptrain.run.runner import resume, train
+
+    document = config_document(tmp_path, source, "mnist", epochs=3, **training)
+    document["model"] = {"hidden": [32], "batch_norm": True, "dropout": 0.2}
+    whole = train(resolve_config(document), run_dir=tmp_path / "whole")
+    document["training"]["epochs"] = 2
+    train(resolve_config(document), run_dir=tmp_path / "parts")
+    resumed = resume(tmp_path / "parts", ["training.epochs=3"])
+    assert [row["train_loss"] for row in resumed.history] == [
+        row["train_loss"] for row in whole.history
+    ]
+    assert [row["val_loss"] for row in resumed.history] == [
+        row["val_loss"] for row in whole.history
+    ]
+    last = [load_checkpoint(tmp_path / run / "last.pt") for run in ("whole", "parts")]
+    return whole, resumed, *last
+
+
 def require_real_data() -> Path:
     """The real datasets (CI keeps them beside the checkout); skips the test without them."""
     from mlptrain.data.registry import find_source

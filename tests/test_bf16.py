@@ -20,7 +20,7 @@ from mlptrain.training.bf16 import Bf16Weights
 from mlptrain.training.loop import FitState, LoopSettings, train_one_epoch
 from mlptrain.training.optim import build_optimizer
 
-from .conftest import config_document
+from .conftest import config_document, whole_and_resumed
 
 BF16 = torch.bfloat16
 
@@ -116,19 +116,7 @@ def test_a_step_casts_at_most_8_tensors_where_autocast_cast_many_more():
 
 
 def test_a_bf16_run_resumes_exactly_and_saves_float32(tmp_path, synthetic_source):
-    from mlptrain.api import resolve_config
-    from mlptrain.run.runner import resume, train
-
-    document = config_document(tmp_path, synthetic_source, "mnist", epochs=3, amp="bf16")
-    document["model"] = {"hidden": [32], "batch_norm": True, "dropout": 0.2}
-    whole = train(resolve_config(document), run_dir=tmp_path / "whole")
-    document["training"]["epochs"] = 2
-    train(resolve_config(document), run_dir=tmp_path / "parts")
-    resumed = resume(tmp_path / "parts", ["training.epochs=3"])
-    assert [row["train_loss"] for row in resumed.history] == [
-        row["train_loss"] for row in whole.history
-    ]
-    expected, got = (load_checkpoint(tmp_path / run / "last.pt") for run in ("whole", "parts"))
+    _, _, expected, got = whole_and_resumed(tmp_path, synthetic_source, amp="bf16")
     assert all(torch.equal(expected["model_state"][k], got["model_state"][k])
                for k in expected["model_state"])  # fmt: skip
     assert all(t.dtype in (torch.float32, torch.int64) for t in got["model_state"].values())

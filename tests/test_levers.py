@@ -25,7 +25,7 @@ from mlptrain.training.mixing import Erase, Mixer
 from mlptrain.training.objective import distillation_term, training_loss
 from mlptrain.training.optim import build_optimizer
 
-from .conftest import config_document
+from .conftest import config_document, whole_and_resumed
 from .test_trainer import synthetic_splits
 
 CPU = torch.device("cpu")
@@ -129,19 +129,7 @@ def test_swa_averages_epoch_ends_holds_the_lr_and_recomputes_batch_norm(tmp_path
     "average", [{"ema": {"decay": 0.9}}, {"swa": {"start_epoch": 2, "lr": 0.001}}]
 )
 def test_averaged_weights_resume_exactly(tmp_path, synthetic_source, average):
-    from mlptrain.api import resolve_config
-    from mlptrain.run.runner import resume, train
-
-    document = config_document(tmp_path, synthetic_source, "mnist", epochs=3, **average)
-    document["model"] = {"hidden": [32], "batch_norm": True, "dropout": 0.2}
-    whole = train(resolve_config(document), run_dir=tmp_path / "whole")
-    document["training"]["epochs"] = 2
-    train(resolve_config(document), run_dir=tmp_path / "parts")
-    resumed = resume(tmp_path / "parts", ["training.epochs=3"])
-    assert [row["val_loss"] for row in resumed.history] == [
-        row["val_loss"] for row in whole.history
-    ]
-    expected, got = (load_checkpoint(tmp_path / run / "last.pt") for run in ("whole", "parts"))
+    whole, resumed, expected, got = whole_and_resumed(tmp_path, synthetic_source, **average)
     assert got["average"] == expected["average"] and got["average"]["count"] > 0
     for part in ("model_state", "training_weights"):
         assert all(torch.equal(expected[part][k], got[part][k]) for k in expected[part]), part
