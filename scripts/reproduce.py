@@ -18,10 +18,12 @@ The data comes from --data-source, $MLPTRAIN_DATA_SOURCE or ../shared/datasets.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -83,6 +85,10 @@ ENTRIES = [
           budget_seconds=60),
     Entry("fashion-fast", "configs/fashion-fast.yaml", "Fashion fast preset", 0.905,
           budget_seconds=60),
+    Entry("mnist-ensemble", "configs/mnist-ensemble.yaml", "MNIST, 5 MLPs as one", 0.9965,
+          budget_seconds=1200),
+    Entry("fashion-ensemble", "configs/fashion-ensemble.yaml", "Fashion, 5 MLPs as one", 0.920,
+          budget_seconds=1200),
 ]  # fmt: skip
 BY_NAME = {entry.name: entry for entry in ENTRIES}
 
@@ -143,12 +149,76 @@ def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def run_ensemble(
+    entry: Entry, seeds: list[int], folder: Path, args: argparse.Namespace, stop: threading.Event
+) -> list[dict]:
+    """An ensemble preset's replicates, one `mlp-train` process each, one after another.
+    Replicate r takes the r-th block of member seeds (ensemble.seeds of K seeds: seeds
+    K(r-1)+1 to Kr; members without seeds: the config's seed K(r-1)+1), so that no two
+    replicates share a member. Its test accuracy is the ensemble's; validation accuracy
+    the members' mean at their best epochs; training seconds the group's (the shared
+    epochs once when trained together, every member's otherwise)."""
+    config = load_config(REPO / entry.config)
+    count = len(config.ensemble.seeds or config.ensemble.members)
+    overrides = {**entry.overrides, **(QUICK if args.quick else {}), **args.set}
+    runs = []
+    for replicate in seeds:
+        if stop.is_set():
+            break
+        first = count * (replicate - 1) + 1
+        block = {"ensemble.seeds": list(range(first, first + count))} if config.ensemble.seeds \
+            else {"seed": first}  # fmt: skip
+        group = folder / f"{entry.name}-seed{replicate}"
+        command = [sys.executable, "-m", "mlptrain.cli.train", "--config", str(REPO / entry.config),
+                   "--quiet", "--run-dir", str(group)]  # fmt: skip
+        for key, value in {**overrides, **block}.items():
+            command += ["--set", f"{key}={json.dumps(value)}"]
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        status = {0: COMPLETE, EXIT_INTERRUPTED: INTERRUPTED}.get(done.returncode, "failed")
+        run = {"seed": replicate, "status": status, "message": "", "trained_together": 1,
+               "wall_seconds": wall, "run_dir": os.path.relpath(group, REPO)}  # fmt: skip
+        if status != COMPLETE:
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            run.update(message=lines[-1], test_accuracy=None, val_accuracy=None,
+                       best_epoch=None, train_seconds=None)  # fmt: skip
+        else:
+            run.update(ensemble_summary(group))
+        runs.append(run)
+        if status == INTERRUPTED:
+            break
+    return runs
+
+
+def ensemble_summary(group: Path) -> dict[str, Any]:
+    test = json.loads((group / "test_metrics.json").read_text())
+    document = json.loads((group / "group.json").read_text())
+    vals, seconds = [], []
+    for member in document["members"]:
+        folder = group / member["run_dir"]
+        rows = list(csv.DictReader((folder / "metrics.csv").open()))
+        best = json.loads((folder / "test_metrics.json").read_text())["epoch"]
+        vals.append(float(rows[best - 1]["val_accuracy"]))
+        seconds.append(sum(float(row["epoch_seconds"]) for row in rows))
+    together = document.get("together", True)
+    return {
+        "test_accuracy": test["accuracy"],
+        "val_accuracy": statistics.fmean(vals),
+        "best_epoch": None,
+        "train_seconds": max(seconds) if together else sum(seconds),
+        "members": [member["accuracy"] for member in test["members"]],
+    }
+
+
 def run_entry(
     entry: Entry, seeds: list[int], folder: Path, args: argparse.Namespace, stop: threading.Event
 ) -> list[dict]:
     """The entry's runs for `seeds`: several seeds of a recipe trained together in one
     process (one trial process), a preset's seeds (or everything with --separate) one
     run after another, since a preset's time limit is per run."""
+    if load_config(REPO / entry.config).ensemble is not None:
+        return run_ensemble(entry, seeds, folder, args, stop)
     params = [
         {**entry.overrides, "seed": seed, **(QUICK if args.quick else {}), **args.set}
         for seed in seeds

@@ -129,10 +129,22 @@ def test_quick_mode_runs_entries_and_keeps_earlier_results(tmp_path, synthetic_s
             timeout=600,
         )
 
+    # An ensemble preset: one mlp-train per replicate, its members' seeds a block of their own.
+    done = run("fashion-ensemble", seeds=2)
+    assert done.returncode == 0, done.stdout + done.stderr
+    replicates = json.loads(results.read_text())["entries"]["fashion-ensemble"]["runs"]
+    assert [replicate["status"] for replicate in replicates] == ["complete", "complete"]
+    groups = [REPO / replicate["run_dir"] for replicate in replicates]
+    assert {p.name for p in groups[1].glob("seed-*")} == {f"seed-{n}" for n in range(6, 11)}
+    for replicate, group in zip(replicates, groups, strict=True):
+        test = json.loads((group / "test_metrics.json").read_text())
+        assert replicate["test_accuracy"] == test["accuracy"]
+        assert len(replicate["members"]) == 5 and replicate["train_seconds"] > 0
+
     done = run("mnist-sgd-392-30", "fashion-fast")
     assert done.returncode == 0, done.stdout + done.stderr
     recorded = json.loads(results.read_text())["entries"]
-    assert set(recorded) == {"fashion", "mnist-sgd-392-30", "fashion-fast"}
+    assert set(recorded) == {"fashion", "fashion-ensemble", "mnist-sgd-392-30", "fashion-fast"}
     (variant,) = recorded["mnist-sgd-392-30"]["runs"]
     assert variant["status"] == "complete" and 0.0 <= variant["test_accuracy"] <= 1.0
     run_config = load_config(REPO / variant["run_dir"] / "config.yaml")

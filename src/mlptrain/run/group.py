@@ -24,15 +24,22 @@ class GroupFile:
     """group.json: each member's run folder (relative to the group folder when inside it)
     and its status; rewritten atomically whenever a member ends."""
 
-    def __init__(self, path: Path, members: list[dict[str, str]], ensemble: bool = False) -> None:
+    def __init__(
+        self, path: Path, members: list[dict[str, str]], ensemble: bool = False,
+        together: bool = True,
+    ) -> None:  # fmt: skip
         # ensemble: the members are one model (the config's ensemble key), tested as one
         # when the last of them has finished, with the group folder's config.yaml.
-        self.path, self.members, self.ensemble = path, members, ensemble
+        # together: stacked in one training; False: trained one after another.
+        self.path, self.members = path, members
+        self.ensemble, self.together = ensemble, together
 
     @classmethod
-    def create(cls, folder: Path, run_dirs: Sequence[Path], ensemble: bool = False) -> GroupFile:
+    def create(
+        cls, folder: Path, run_dirs: Sequence[Path], ensemble: bool = False, together: bool = True
+    ) -> GroupFile:
         members = [{"run_dir": _relative(path, folder), "status": TRAINING} for path in run_dirs]
-        group = cls(folder / GROUP_FILE, members, ensemble)
+        group = cls(folder / GROUP_FILE, members, ensemble, together)
         group.write()
         return group
 
@@ -47,7 +54,8 @@ class GroupFile:
                     members = document["members"]
                 except (OSError, ValueError, KeyError, TypeError) as exc:
                     raise UsageError(f"{candidate} cannot be read: {exc}") from None
-                return cls(candidate, members, bool(document.get("ensemble")))
+                ensemble, together = document.get("ensemble"), document.get("together", True)
+                return cls(candidate, members, bool(ensemble), bool(together))
         return None
 
     @classmethod
@@ -79,7 +87,7 @@ class GroupFile:
         return all(member["status"] == FINISHED for member in self.members)
 
     def write(self) -> None:
-        document: dict = {"members": self.members}
+        document: dict = {"members": self.members, "together": self.together}
         if self.ensemble:
             document["ensemble"] = True
         atomic_write_text(self.path, json.dumps(document, indent=1) + "\n")

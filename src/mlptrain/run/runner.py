@@ -116,7 +116,8 @@ def _train_runs(
             runs = [RunDir.create(first.output.runs_dir, first.name)]
         group = None
         if folder is not None:
-            group = GroupFile.create(folder, [run.path for run in runs], ensemble is not None)
+            paths = [run.path for run in runs]
+            group = GroupFile.create(folder, paths, ensemble is not None, refusal is None)
             if ensemble is not None:
                 RunDir(folder).write_text("config.yaml", config_to_yaml(ensemble))
         where = folder or ", ".join(str(run.path) for run in runs)
