@@ -59,10 +59,12 @@ class Dropout(nn.Dropout):
         if not self.training or self.p == 0 or x.device.type != "cpu":
             return super().forward(x)
         kept_levels = max(1, round((1.0 - self.p) * INT16_LEVELS))
-        keep = int16_bits(x.shape, device=x.device) < kept_levels - INT16_LEVELS // 2
-        # The scale and zero as tensors of x's type: no cast of the mask or of a number.
-        scale = torch.full((), INT16_LEVELS / kept_levels, dtype=x.dtype, device=x.device)
-        return torch.where(keep, x * scale, torch.zeros((), dtype=x.dtype, device=x.device))
+        bits = int16_bits(x.shape, device=x.device)
+        # The comparison written straight into a mask of x's type: no bool mask to cast
+        # (torch.where on a bool mask measured twice as slow).
+        keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        torch.lt(bits, kept_levels - INT16_LEVELS // 2, out=keep)
+        return x * keep.mul_(INT16_LEVELS / kept_levels)
 
 
 class MLP(nn.Module):

@@ -18,7 +18,6 @@ from mlptrain.model.mlp import MLP, ModelSpec
 from mlptrain.training.arithmetic import Gemm, training_gemms
 from mlptrain.training.augment import build_augment
 from mlptrain.training.averaging import WeightAverage
-from mlptrain.training.bf16 import Bf16Weights
 from mlptrain.training.loop import FitState, LoopSettings
 from mlptrain.training.mixing import Mixer
 from mlptrain.training.optim import build_optimizer, build_schedule
@@ -119,9 +118,6 @@ def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
     splits = load_splits(config.data, config.seed, device)
     model = MLP(spec or model_spec(config, splits)).to(device)
     training = config.training
-    # bf16 without recasting (before the optimizer and any copy of the model: it moves
-    # the weights' storage); torch.compile keeps autocast.
-    bf16 = Bf16Weights(model) if amp.dtype == torch.bfloat16 and not training.compile else None
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     steps_per_epoch = math.ceil(len(splits.train) / config.training.batch_size)
     schedule = build_schedule(optimizer, config.scheduler, config.training.epochs, steps_per_epoch)
@@ -133,7 +129,6 @@ def build_session(config: Config, spec: ModelSpec | None = None) -> Session:
         generator=torch.Generator().manual_seed(config.seed),
         schedule=schedule,
         average=WeightAverage(model, training.ema, training.swa) if averaged else None,
-        bf16=bf16,
     )
     classes = len(splits.info.class_names)
     teacher = load_teacher(training.teacher, splits, device) if training.teacher else None

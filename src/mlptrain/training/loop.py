@@ -23,7 +23,6 @@ from mlptrain.artifacts.metrics import EvalResult
 from mlptrain.config.monitor import Monitor
 from mlptrain.data.splits import DataSplits, Split, batches
 from mlptrain.training.averaging import WeightAverage
-from mlptrain.training.bf16 import Bf16Weights
 from mlptrain.training.hooks import Hooks
 from mlptrain.training.objective import training_loss
 from mlptrain.training.optim import Schedule, current_lr
@@ -66,7 +65,6 @@ class FitState:
     generator: torch.Generator  # draws each epoch's batch order
     schedule: Schedule = field(default_factory=Schedule)
     average: WeightAverage | None = None  # averaged weights (EMA or SWA), when on
-    bf16: Bf16Weights | None = None  # bf16 training without recasting (replaces autocast)
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0  # the epoch best.pt holds; 0: none yet
     best_value: float | None = None  # its monitored metric
@@ -199,9 +197,7 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One shuffled pass over `split`; returns mean loss, accuracy, seconds and samples/s."""
     hooks = hooks or Hooks()
-    model, optimizer, average, bf16 = state.model, state.optimizer, state.average, state.bf16
-    if bf16 is not None:
-        bf16.refresh()  # the masters may have been loaded since the last step
+    model, optimizer, average = state.model, state.optimizer, state.average
     step_schedule = average is None or not average.holds_lr(epoch)  # SWA holds the lr
     device = split.labels.device
     check = NonFiniteCheck(settings, device, epoch, lambda: current_lr(optimizer))
@@ -223,11 +219,8 @@ def train_one_epoch(
         if settings.mix is not None:
             images, targets = settings.mix(images, labels)
             labels = targets.argmax(dim=1)  # what training accuracy counts: the larger part
-        if bf16 is not None:
-            logits = bf16.forward(images)
-        else:
-            with autocast(device, settings.amp_dtype):
-                logits = model(images)
+        with autocast(device, settings.amp_dtype):
+            logits = model(images)
         loss = training_loss(
             logits.float(),
             targets,
@@ -240,13 +233,9 @@ def train_one_epoch(
             continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if bf16 is not None:
-            bf16.gather_grads()
         if settings.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
-        if bf16 is not None:
-            bf16.refresh()
         if average is not None:
             average.step_end()
         if step_schedule:
