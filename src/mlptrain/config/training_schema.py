@@ -75,10 +75,6 @@ class AugmentConfig(Section):
     def mixes(self) -> bool:
         return self.mixup is not None or self.cutmix is not None
 
-    @property
-    def enabled(self) -> bool:
-        return self.moves or self.erase is not None or self.mixes
-
 
 class EarlyStoppingConfig(Section):
     patience: int = Field(ge=1, description="epochs without improvement before stopping")

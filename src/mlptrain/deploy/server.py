@@ -143,9 +143,11 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
             "mlptrain_version": mlptrain.__version__,
         }
 
+    page_html = resources.files("mlptrain.deploy").joinpath("page.html").read_text()
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(resources.files("mlptrain.deploy").joinpath("page.html").read_text())
+        return HTMLResponse(page_html)  # read once, not per request
 
     @app.post(
         "/predict",
