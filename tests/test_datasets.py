@@ -264,6 +264,16 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert not torch.equal(train, other_train)
 
 
+def test_split_seed_fixes_the_split_across_run_seeds(tmp_path, synthetic_source):
+    def val_images(seed: int, **changes) -> torch.Tensor:
+        config = data_config(tmp_path, synthetic_source, val_fraction=0.2, **changes)
+        return load_splits(config, seed, CPU).val.images
+
+    assert not torch.equal(val_images(1), val_images(2))  # by default the run's seed carves
+    assert torch.equal(val_images(1, split_seed=7), val_images(2, split_seed=7))
+    assert not torch.equal(val_images(1, split_seed=7), val_images(1, split_seed=8))
+
+
 def test_subset_then_validation():
     train, val = split_indices(1000, 0.25, 200, seed=1)
     assert (len(train), len(val)) == (150, 50)

@@ -54,6 +54,10 @@ class DataConfig(Section):
     val_fraction: float = Field(
         0.1, ge=0.0, lt=1.0, description="share of the training set kept for validation"
     )
+    split_seed: int | None = Field(
+        None, ge=0, description="seed of the train/validation split; null: the run's seed "
+        "(fix it so runs of several seeds, such as a teacher's members, share one split)"
+    )  # fmt: skip
     subset: SubsetConfig | None = Field(None, description="train on a sample: {train: N, test: M}")
     normalize: NormalizeConfig | None = Field(
         None, description="fixed {mean, std}; null: the training split's own mean and std"

@@ -117,11 +117,13 @@ def _read_files(data: DataConfig, test_only: bool) -> tuple[DatasetInfo, Split, 
 
 
 def load_splits(data: DataConfig, seed: int, device: torch.device) -> DataSplits:
-    """Load the dataset named by the config: train/val carved by the seed, subsets applied."""
+    """Load the dataset named by the config: train/val carved by data.split_seed (or else
+    the run's seed), subsets applied."""
     info, full_train, test = _read_dataset(data)
     subset = data.subset
+    split_seed = seed if data.split_seed is None else data.split_seed
     train_indices, val_indices = split_indices(
-        len(full_train), data.val_fraction, subset.train if subset else None, seed
+        len(full_train), data.val_fraction, subset.train if subset else None, split_seed
     )
     val = None
     if len(val_indices):
