@@ -62,31 +62,58 @@ class RandomAffine:
         angle = uniform(count) * math.radians(config.rotate)
         shear = uniform(count) * math.radians(config.shear)
         zoom = 1.0 + uniform(count) * config.scale
-        shift = uniform(count, 2) * (
-            2.0 * config.translate / torch.tensor([width, height], device=device)
-        )
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        # affine_grid maps output coordinates to where they are sampled from the input.
-        theta = torch.zeros(count, 2, 3, device=device)
-        theta[:, 0, 0] = cos / zoom
-        theta[:, 0, 1] = (-sin + torch.tan(shear) * cos) / zoom
-        theta[:, 1, 0] = sin / zoom
-        theta[:, 1, 1] = (cos + torch.tan(shear) * sin) / zoom
-        theta[:, :, 2] = shift
+        shift = uniform(count, 2)
+        cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+        # theta maps output coordinates to where they are sampled from the input.
+        x_row = [cos / zoom, (tan * cos - sin) / zoom]
         if config.hflip:
             flip = torch.rand(count, generator=generator, device=device) < 0.5
-            theta[:, 0, :2] = torch.where(flip[:, None], -theta[:, 0, :2], theta[:, 0, :2])
-        grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+            x_row = [torch.where(flip, -term, term) for term in x_row]
+        # Each image's two rows of theta (x, then y), stacked whole: element writes would
+        # each cost one more copy per batch.
+        theta = torch.stack(
+            [
+                *x_row,
+                shift[:, 0] * (2.0 * config.translate / width),
+                sin / zoom,
+                (cos + tan * sin) / zoom,
+                shift[:, 1] * (2.0 * config.translate / height),
+            ],
+            dim=1,
+        ).view(count * 2, 3)
+        # Where each output pixel samples the input (affine_grid's sampling grid), as one
+        # matrix product, in N x 2 x H x W: the elastic field's layout, so it adds in place.
+        grid = (theta @ _base_grid(height, width, device)).view(count, 2, height, width)
         if config.elastic:
             # 16-bit draws: a quarter of the generator's work for a field that is smoothed.
             raw = uniform_signed((count, 2, height, width), generator, device)
-            field = _smooth(raw, config.elastic_sigma)
-            scale = 2.0 * config.elastic / torch.tensor([width, height], device=device)
-            grid = grid + field.permute(0, 2, 3, 1) * scale  # (x, y) displacement per pixel
+            field = _smooth(raw, config.elastic_sigma)  # (x, y) displacement per pixel
+            grid.addcmul_(field, _pixel_scale(config.elastic, width, height, device))
         moved = F.grid_sample(
-            pixels.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            pixels.unsqueeze(1),
+            grid.permute(0, 2, 3, 1),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
         )
         return moved.squeeze(1)
+
+
+@functools.lru_cache(maxsize=8)  # built once per size and device, not once per batch
+def _base_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """3 x (H*W): each output pixel's x, y (pixel centres in -1..1, as affine_grid's with
+    align_corners=False) and 1, the column a 2 x 3 theta multiplies."""
+    xs = torch.linspace(-1.0, 1.0, width) * (width - 1) / width
+    ys = torch.linspace(-1.0, 1.0, height) * (height - 1) / height
+    rows = [xs.repeat(height), ys.repeat_interleave(width), torch.ones(height * width)]
+    return torch.stack(rows).to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_scale(pixels: float, width: int, height: int, device: torch.device) -> torch.Tensor:
+    """A displacement of `pixels` pixels in x and in y, in the grid's -1..1 units (2 x 1 x 1)."""
+    scale = [2.0 * pixels / width, 2.0 * pixels / height]
+    return torch.tensor(scale, device=device).view(2, 1, 1)
 
 
 def _smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:

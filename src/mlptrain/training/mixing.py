@@ -14,31 +14,28 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from mlptrain.config.training_schema import EraseConfig, MixConfig
 
 ASPECT_RANGE = (0.3, 1 / 0.3)  # random erasing's rectangles: height/width (Zhong et al. 2017)
 
 
-def _grid(count: int, height: int, width: int, device: torch.device):
-    rows = torch.arange(height, device=device).view(1, height, 1).expand(count, height, width)
-    columns = torch.arange(width, device=device).view(1, 1, width).expand(count, height, width)
-    return rows, columns
-
-
-def _inside(rows, columns, top, left, box_height, box_width) -> torch.Tensor:
-    """N x H x W: whether each pixel lies in its image's box (top, left, height, width: N)."""
-
-    def per_image(values: torch.Tensor) -> torch.Tensor:
-        return values.view(-1, 1, 1)
-
-    return (
-        (rows >= per_image(top))
-        & (rows < per_image(top + box_height))
-        & (columns >= per_image(left))
-        & (columns < per_image(left + box_width))
-    )
+def _inside(
+    top: torch.Tensor,
+    left: torch.Tensor,
+    bottom: torch.Tensor,
+    right: torch.Tensor,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """N x H x W: whether each pixel lies in its image's box (rows top..bottom-1, columns
+    left..right-1; each N), built from a row mask and a column mask in one broadcast."""
+    device = top.device
+    rows = torch.arange(height, device=device)
+    columns = torch.arange(width, device=device)
+    in_rows = (rows >= top.view(-1, 1)) & (rows < bottom.view(-1, 1))
+    in_columns = (columns >= left.view(-1, 1)) & (columns < right.view(-1, 1))
+    return in_rows.unsqueeze(2) & in_columns.unsqueeze(1)
 
 
 class Erase:
@@ -61,8 +58,8 @@ class Erase:
         box_width = torch.sqrt(area / aspect).round().clamp(1, width).long()
         top = (torch.rand(count, device=device) * (height - box_height + 1)).long()
         left = (torch.rand(count, device=device) * (width - box_width + 1)).long()
-        rows, columns = _grid(count, height, width, device)
-        mask = _inside(rows, columns, top, left, box_height, box_width) & chosen.view(-1, 1, 1)
+        bottom = torch.where(chosen, top + box_height, top)  # an empty box: not chosen
+        mask = _inside(top, left, bottom, left + box_width, height, width)
         noise = torch.rand(pixels.shape, device=device, dtype=pixels.dtype)
         return torch.where(mask, noise, pixels)
 
@@ -70,11 +67,13 @@ class Erase:
 @dataclass(frozen=True)
 class MixPlan:
     """The random draws of one mixed batch: each image's partner (its index), its own
-    share `lam` (1: not mixed) and, for cutmix, the pasted box (N x H x W)."""
+    share `lam` (1: not mixed) and, for cutmix, the pasted box (N x H x W, empty where an
+    image is not cut) and which images are cut (N)."""
 
     partner: torch.Tensor
     lam: torch.Tensor
-    box: torch.Tensor | None
+    box: torch.Tensor | None = None
+    cut: torch.Tensor | None = None
 
 
 class Mixer:
@@ -114,29 +113,35 @@ class Mixer:
             chosen = (use_cut == is_cut) & (torch.rand(count, device=device) < config.probability)
             draws = torch.distributions.Beta(config.alpha, config.alpha).sample((count,))
             lam = torch.where(chosen, draws.to(device), lam)
-        box = None
-        if self.cutmix is not None:
-            cut = use_cut & (lam < 1.0)
-            box = self._boxes(lam, height, width, device) & cut.view(-1, 1, 1)
-            kept = 1.0 - box.flatten(1).float().mean(dim=1)  # the share really kept
-            lam = torch.where(cut, kept, lam)
-        return MixPlan(partner, lam, box)
+        if self.cutmix is None:
+            return MixPlan(partner, lam)
+        cut = use_cut & (lam < 1.0)
+        top, left, bottom, right = self._box_edges(lam, height, width, device)
+        bottom = torch.where(cut, bottom, top)  # an empty box where an image is not cut
+        box = _inside(top, left, bottom, right, height, width)
+        kept = 1.0 - ((bottom - top) * (right - left)).float() / (height * width)
+        return MixPlan(partner, torch.where(cut, kept, lam), box, cut)  # lam: the share kept
 
     def apply(
         self, pixels: torch.Tensor, labels: torch.Tensor, plan: MixPlan
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Float pixels mixed as `plan` says, and their soft targets."""
         others = pixels[plan.partner]
-        lam = plan.lam.view(-1, 1, 1)
-        if plan.box is None:
-            mixed = lam * pixels + (1.0 - lam) * others
-        else:  # cut images have a box; mixup images blend (cut: the box's share is lam)
-            has_box = plan.box.flatten(1).any(dim=1).view(-1, 1, 1)
-            pasted = torch.where(plan.box, others, pixels)
-            mixed = torch.where(has_box, pasted, lam * pixels + (1.0 - lam) * others)
-        one_hot = F.one_hot(labels, self.num_classes).to(pixels.dtype)
+        if plan.box is None:  # mixup only
+            mixed = torch.lerp(others, pixels, plan.lam.view(-1, 1, 1))
+        elif self.mixup is None:  # cutmix only: uncut images have an empty box
+            mixed = torch.where(plan.box, others, pixels)
+        else:  # cut images paste their box; the others blend (uncut: lam 1, themselves)
+            blended = torch.lerp(others, pixels, plan.lam.view(-1, 1, 1))
+            mixed = torch.where(
+                plan.cut.view(-1, 1, 1), torch.where(plan.box, others, pixels), blended
+            )
         share = plan.lam.view(-1, 1)
-        return mixed, share * one_hot + (1.0 - share) * one_hot[plan.partner]
+        targets = torch.zeros(
+            len(labels), self.num_classes, dtype=pixels.dtype, device=pixels.device
+        )
+        targets.scatter_(1, labels.view(-1, 1), share)
+        return mixed, targets.scatter_add_(1, labels[plan.partner].view(-1, 1), 1.0 - share)
 
     def _methods(self, count: int, device: torch.device) -> torch.Tensor:
         """True where an image takes cutmix, False where mixup."""
@@ -147,8 +152,9 @@ class Mixer:
         return torch.rand(count, device=device) < 0.5
 
     @staticmethod
-    def _boxes(lam: torch.Tensor, height: int, width: int, device: torch.device):
-        """N x H x W: a box of about a 1 - lam share of the image, centred at random."""
+    def _box_edges(lam: torch.Tensor, height: int, width: int, device: torch.device):
+        """Top, left, bottom and right (exclusive) of a box of about a 1 - lam share of
+        each image, centred at random and clipped at the edges."""
         count = lam.shape[0]
         side = torch.sqrt(1.0 - lam)
         box_height, box_width = (side * height).round().long(), (side * width).round().long()
@@ -158,5 +164,4 @@ class Mixer:
         bottom = (centre_row + box_height - box_height // 2).clamp(0, height)
         left = (centre_column - box_width // 2).clamp(0, width)
         right = (centre_column + box_width - box_width // 2).clamp(0, width)
-        rows, columns = _grid(count, height, width, device)
-        return _inside(rows, columns, top, left, bottom - top, right - left)
+        return top, left, bottom, right
