@@ -190,6 +190,24 @@ def test_cutmix_pastes_the_partners_box_and_labels_by_its_area():
     assert plan.box.any(dim=(1, 2)).float().mean() > 0.8
 
 
+def test_with_both_on_cut_images_paste_and_the_others_blend():
+    torch.manual_seed(5)
+    mixer = Mixer(MixConfig(alpha=0.4), MixConfig(alpha=1.0), 10)
+    pixels, labels = torch.rand(256, 8, 8), torch.randint(0, 10, (256,))
+    plan = mixer.plan(pixels.shape, 1, CPU)
+    mixed, targets = mixer.apply(pixels, labels, plan)
+    others = pixels[plan.partner]
+    cut, blended = plan.cut, ~plan.cut & (plan.lam < 1)
+    assert cut.sum() > 50 and blended.sum() > 50  # each image takes one method
+    assert not plan.box[~cut].any()  # only cut images have a box
+    assert torch.equal(mixed[cut], torch.where(plan.box, others, pixels)[cut])
+    lam = plan.lam[blended].view(-1, 1, 1)
+    assert torch.allclose(mixed[blended], lam * pixels[blended] + (1 - lam) * others[blended])
+    kept = 1 - plan.box[cut].flatten(1).float().mean(dim=1)
+    assert torch.allclose(plan.lam[cut], kept)
+    assert torch.allclose(targets.sum(dim=1), torch.ones(256))
+
+
 def test_mixing_pairs_images_only_within_their_model_s_block():
     torch.manual_seed(2)
     mixer = Mixer(MixConfig(alpha=1.0), MixConfig(alpha=1.0), 10)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from mlptrain.artifacts.checkpoint import load_checkpoint
@@ -15,7 +16,7 @@ from mlptrain.config.schema import OptimizerConfig, SchedulerConfig, validate
 from mlptrain.config.training_schema import AugmentConfig
 from mlptrain.errors import UsageError
 from mlptrain.model.mlp import MLP, ModelSpec
-from mlptrain.training.augment import RandomAffine
+from mlptrain.training.augment import RandomAffine, _base_grid
 from mlptrain.training.loop import FitState, LoopSettings, evaluate, fit, train_one_epoch
 from mlptrain.training.optim import build_optimizer, build_schedule, current_lr
 
@@ -232,6 +233,15 @@ def test_elastic_distortion_bends_images_smoothly():
     assert step < 0.3 * shift.abs().mean()  # neighbouring pixels move alike
     same = RandomAffine(AugmentConfig(elastic=34))(ramp, torch.Generator().manual_seed(0))
     assert torch.equal(bent, same)
+
+
+def test_the_sampling_grid_is_affine_grid_s():
+    """The augmentation builds its sampling grid as one product with a cached base
+    instead of F.affine_grid: the same grid, on a non-square image so x and y differ."""
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    expected = F.affine_grid(theta, [5, 1, 20, 36], align_corners=False)
+    ours = (theta.view(10, 3) @ _base_grid(20, 36, torch.device("cpu"))).view(5, 2, 20, 36)
+    assert torch.allclose(ours.permute(0, 2, 3, 1), expected, atol=1e-6)
 
 
 def run_config(tmp_path, source, **sections):
