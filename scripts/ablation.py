@@ -10,8 +10,10 @@ measured); --table prints the Markdown table of what the file holds.
 A variant is NAME=OVERRIDE;OVERRIDE;... (--set syntax; empty: the config as it is). Each
 run is an ordinary `mlp-train` run folder under runs/ablation-<study>/; a row records
 the best validation accuracy (what chooses), the test accuracy of best.pt (reported,
-never used to choose), the summed epoch seconds and the machine. A run already in the
-file (same study, variant and seed) is not run again.
+never used to choose), the summed epoch seconds and the machine; a variant with an
+`ensemble` records its group folder (the ensemble's test, its members' mean best
+validation and their tests). A run already in the file (same study, variant and seed)
+is not run again.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def read_run(folder: Path) -> dict:
+    """What a finished run folder, or an ensemble's group folder, recorded."""
+    if (folder / "group.json").is_file():
+        return read_group(folder)
     with open(folder / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     test = json.loads((folder / "test_metrics.json").read_text())
@@ -54,6 +59,25 @@ def read_run(folder: Path) -> dict:
         "train_seconds": sum(float(row["epoch_seconds"]) for row in rows),
         "epochs": len(rows),
         "tta": test.get("tta", {}).get("mode", "none"),
+    }
+
+
+def read_group(folder: Path) -> dict:
+    """An ensemble: its own test accuracy; validation, the mean of its members' best (an
+    ensemble has no validation pass); training time, the members' epochs summed when
+    they trained one after another, the longest member's when together."""
+    group = json.loads((folder / "group.json").read_text())
+    members = [read_run(folder / member["run_dir"]) for member in group["members"]]
+    test = json.loads((folder / "test_metrics.json").read_text())
+    combine = max if group["together"] else sum
+    return {
+        "best_val_accuracy": statistics.mean(m["best_val_accuracy"] for m in members),
+        "test_accuracy": test["accuracy"],
+        "best_epoch": None,
+        "train_seconds": combine(m["train_seconds"] for m in members),
+        "epochs": max(m["epochs"] for m in members),
+        "tta": test.get("tta", {}).get("mode", "none"),
+        "members_test_accuracy": [m["test_accuracy"] for m in members],
     }
 
 
