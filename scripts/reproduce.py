@@ -395,9 +395,9 @@ def render(results: dict[str, Any]) -> str:
     lines += [
         "",
         "Where a preset is below its target, its row is the best we found. The search behind",
-        "the presets (six rounds: single runs, an `mlp-sweep` grid for MNIST, an Optuna study",
-        "for Fashion-MNIST, then `scripts/ablation.py` studies of the accuracy levers), with",
-        "every candidate and what it did not reach: [presets.md](presets.md).",
+        "the presets (single runs, an `mlp-sweep` grid for MNIST, an Optuna study for",
+        "Fashion-MNIST, then `scripts/ablation.py` studies of the accuracy levers), with every",
+        "candidate and what it did not reach, round by round: [presets.md](presets.md).",
     ]
     measured = [entries[entry.name] for entry in ENTRIES if entry.name in entries]
     if any(record["quick"] for record in measured):

@@ -129,13 +129,11 @@ class Mixer:
         others = pixels[plan.partner]
         if plan.box is None:  # mixup only
             mixed = torch.lerp(others, pixels, plan.lam.view(-1, 1, 1))
-        elif self.mixup is None:  # cutmix only: uncut images have an empty box
+        else:  # cut images paste their box (uncut images have an empty one) ...
             mixed = torch.where(plan.box, others, pixels)
-        else:  # cut images paste their box; the others blend (uncut: lam 1, themselves)
-            blended = torch.lerp(others, pixels, plan.lam.view(-1, 1, 1))
-            mixed = torch.where(
-                plan.cut.view(-1, 1, 1), torch.where(plan.box, others, pixels), blended
-            )
+            if self.mixup is not None:  # ... and, with mixup on, the others blend
+                blended = torch.lerp(others, pixels, plan.lam.view(-1, 1, 1))
+                mixed = torch.where(plan.cut.view(-1, 1, 1), mixed, blended)
         share = plan.lam.view(-1, 1)
         targets = torch.zeros(
             len(labels), self.num_classes, dtype=pixels.dtype, device=pixels.device
